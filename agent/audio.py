@@ -1,0 +1,57 @@
+"""Sample-rate conversion with FFmpeg's resampler (PyAV), one persistent resampler per stream.
+
+A resampler keeps filter state between calls, so a stream must use the same instance for its
+whole life (re-creating it per chunk clicks and drops samples). A flushed resampler cannot be
+reused: `finish()` ends a stream for good.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+
+class StreamResampler:
+    """Converts a stream of audio into mono s16 at `rate`, keeping state across calls."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        self._in_pts = 0
+
+    def frame(self, frame: av.AudioFrame) -> np.ndarray:
+        """Resample one decoded frame (any format/layout/rate); return int16 mono samples."""
+        return self._collect(self._resampler.resample(frame))
+
+    def samples(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """Resample mono int16 (or float in [-1, 1]) samples given at `rate`."""
+        if samples.dtype != np.int16:
+            samples = float_to_int16(samples)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = self._in_pts
+        self._in_pts += len(samples)
+        return self.frame(frame)
+
+    def finish(self) -> np.ndarray:
+        """Flush the samples still inside the filter; the resampler is unusable afterwards."""
+        return self._collect(self._resampler.resample(None))
+
+    @staticmethod
+    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+
+
+def float_to_int16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Loudness of int16 samples in dBFS (-inf for digital silence)."""
+    if len(samples) == 0:
+        return float("-inf")
+    x = samples.astype(np.float64) / 32768.0
+    rms = float(np.sqrt(np.mean(x * x)))
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")

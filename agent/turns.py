@@ -1,0 +1,128 @@
+"""Turn detection: one persistent webrtcvad per session, with start threshold and hangover.
+
+Feed 16 kHz mono s16 PCM in any chunk size; the detector cuts exact VAD frames itself and
+returns events. The VAD instance and all state live as long as the detector (one per session);
+nothing is reset between chunks or between turns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import webrtcvad
+
+from .config import TurnsConfig
+
+SAMPLE_RATE = 16000
+BYTES_PER_SAMPLE = 2
+
+
+@dataclass
+class TurnEvent:
+    """speech_start: the user began talking (barge-in point).
+    speech_end: the utterance is complete; `audio` holds it (int16, 16 kHz).
+    speech_discarded: the sound after speech_start was too short to be a turn."""
+
+    kind: Literal["speech_start", "speech_end", "speech_discarded"]
+    at: float  # clock time the decision was made
+    speech_ended_at: float | None = None  # clock time of the last voiced frame (speech_end only)
+    audio: np.ndarray | None = None
+    voiced_ms: int = 0
+    forced: bool = False  # speech_end because max_utterance_ms was reached
+
+
+@dataclass
+class TurnDetector:
+    config: TurnsConfig
+    clock: Callable[[], float] = time.monotonic
+    _vad: webrtcvad.Vad = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self._vad = webrtcvad.Vad(c.vad_aggressiveness)
+        self.frame_bytes = SAMPLE_RATE * c.frame_ms // 1000 * BYTES_PER_SAMPLE
+        self._start_frames = max(1, -(-c.start_ms // c.frame_ms))
+        self._hangover_frames = max(1, -(-c.hangover_ms // c.frame_ms))
+        self._max_frames = c.max_utterance_ms // c.frame_ms
+        preroll_frames = c.preroll_ms // c.frame_ms
+        self._pending = bytearray()
+        self._ring: deque[bytes] = deque(maxlen=preroll_frames + self._start_frames)
+        self._voiced_run = 0
+        self._in_speech = False
+        self._utterance: list[bytes] = []
+        self._silence_run = 0
+        self._voiced_frames = 0
+        self._last_voiced_at = 0.0
+        self.frames_seen = 0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def feed(self, pcm: bytes) -> list[TurnEvent]:
+        """Add PCM (16 kHz mono s16 bytes); return the events it caused, in order."""
+        self._pending += pcm
+        events: list[TurnEvent] = []
+        fb = self.frame_bytes
+        offset = 0
+        while len(self._pending) - offset >= fb:
+            frame = bytes(self._pending[offset:offset + fb])
+            offset += fb
+            event = self._frame(frame)
+            if event is not None:
+                events.append(event)
+        del self._pending[:offset]
+        return events
+
+    def _frame(self, frame: bytes) -> TurnEvent | None:
+        self.frames_seen += 1
+        voiced = self._vad.is_speech(frame, SAMPLE_RATE)
+        now = self.clock()
+        if not self._in_speech:
+            self._ring.append(frame)
+            self._voiced_run = self._voiced_run + 1 if voiced else 0
+            if self._voiced_run >= self._start_frames:
+                self._in_speech = True
+                self._utterance = list(self._ring)
+                self._ring.clear()
+                self._voiced_frames = self._voiced_run
+                self._silence_run = 0
+                self._voiced_run = 0
+                self._last_voiced_at = now
+                return TurnEvent("speech_start", at=now)
+            return None
+
+        self._utterance.append(frame)
+        if voiced:
+            self._voiced_frames += 1
+            self._silence_run = 0
+            self._last_voiced_at = now
+        else:
+            self._silence_run += 1
+        if self._silence_run >= self._hangover_frames:
+            return self._finish(now, forced=False)
+        if len(self._utterance) >= self._max_frames:
+            return self._finish(now, forced=True)
+        return None
+
+    def _finish(self, now: float, forced: bool) -> TurnEvent:
+        frame_ms = self.config.frame_ms
+        voiced_ms = self._voiced_frames * frame_ms
+        # Keep a little of the trailing silence (natural word endings), drop the rest.
+        keep_tail = min(self._silence_run, max(1, 100 // frame_ms))
+        frames = self._utterance[: len(self._utterance) - self._silence_run + keep_tail]
+        self._in_speech = False
+        self._utterance = []
+        self._silence_run = 0
+        self._voiced_frames = 0
+        if voiced_ms < self.config.min_speech_ms:
+            return TurnEvent("speech_discarded", at=now, voiced_ms=voiced_ms)
+        audio = np.frombuffer(b"".join(frames), dtype=np.int16).copy()
+        return TurnEvent(
+            "speech_end", at=now, speech_ended_at=self._last_voiced_at, audio=audio,
+            voiced_ms=voiced_ms, forced=forced,
+        )

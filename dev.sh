@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Quick start: `./dev.sh serve` starts the agent; `./dev.sh test` runs the whole test suite.
+# Both install what they need first (a virtualenv in .venv, the pinned packages, the model files).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PY="$VENV/bin/python"
+
+install() {
+  if [ ! -x "$PY" ]; then
+    python3 -m venv "$VENV"
+  fi
+  # The stamp holds the hash of the requirement files: reinstall only when they change.
+  local want have=""
+  want=$(cat requirements.txt requirements-test.txt constraints.txt | sha256sum | cut -d' ' -f1)
+  [ -f "$VENV/.installed" ] && have=$(cat "$VENV/.installed")
+  if [ "$want" != "$have" ]; then
+    echo "== installing Python packages (the first time builds llama-cpp-python: ~15 min on 2 cores)"
+    "$PY" -m pip install --quiet --upgrade pip
+    # torch first, from the local CPU wheel; the constraint keeps later installs from replacing it
+    "$PY" -m pip install --quiet torch==2.13.0
+    "$PY" -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt
+    echo "$want" > "$VENV/.installed"
+  fi
+  echo "== model files"
+  "$PY" run.py models
+}
+
+cmd="${1:-serve}"
+shift || true
+case "$cmd" in
+  install)
+    install ;;
+  serve)
+    install
+    exec "$PY" run.py serve "$@" ;;
+  test)
+    install
+    exec ./scripts/run-tests.sh "$@" ;;
+  bench)
+    install
+    exec ./scripts/loopback.sh "$PY" run.py bench "$@" ;;
+  *)
+    echo "usage: ./dev.sh [serve|test|bench|install] [args...]" >&2
+    exit 2 ;;
+esac

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Voice agent command line.
+
+  python run.py [serve]          start the agent (web client + WebRTC signaling)
+  python run.py models           assemble and verify the model files (add --verify to re-hash)
+  python run.py bench            headless loopback turns against an in-process agent
+
+Every option of config/default.toml can be set with --set section.key=value (repeatable) or an
+environment variable VOICE_AGENT_<SECTION>_<KEY>; the flags below are shortcuts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from agent.config import DEFAULT_TOML, Config, ConfigError, load_config
+
+log = logging.getLogger("voice-agent")
+
+
+def _config_keys_help() -> str:
+    lines = []
+    section = ""
+    for raw in DEFAULT_TOML.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif "=" in line and not line.startswith("#") and section:
+            key, _, rest = line.partition("=")
+            value, _, comment = rest.partition("#")
+            lines.append(f"  {section}.{key.strip():<22} {comment.strip()} (default {value.strip()})")
+    return "configuration keys (--set section.key=value, or VOICE_AGENT_SECTION_KEY):\n" + "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="a TOML file overriding config/default.toml")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one configuration key (repeatable)")
+    common.add_argument("--host", help="bind address (server.host); 0.0.0.0 exposes the agent to the network")
+    common.add_argument("--port", type=int, help="HTTP port (server.port)")
+    common.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (server.log_level)")
+    common.add_argument("--ice-host", action="append", metavar="ADDR",
+                        help="offer only this local address as an ICE host candidate (ice.host_addresses; repeatable)")
+
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="WebRTC real-time voice agent.", parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_keys_help(),
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", parents=[common], help="start the agent (default)",
+                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_keys_help())
+    models = sub.add_parser("models", parents=[common], help="assemble and verify model files")
+    models.add_argument("--verify", action="store_true", help="re-hash every model file (ignore the verified stamps)")
+    bench = sub.add_parser("bench", parents=[common], help="headless loopback latency turns")
+    bench.add_argument("--turns", type=int, default=5, help="number of spoken questions to play (default 5)")
+    bench.add_argument("--wav", action="append", default=[], help="a WAV file with a spoken question (repeatable)")
+    bench.add_argument("--json", metavar="FILE", help="also write the per-turn figures as JSON")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, str] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        overrides[key.strip()] = value
+    if args.host is not None:
+        overrides["server.host"] = args.host
+    if args.port is not None:
+        overrides["server.port"] = str(args.port)
+    if args.log_level is not None:
+        overrides["server.log_level"] = args.log_level
+    if args.ice_host:
+        overrides["ice.host_addresses"] = ",".join(args.ice_host)
+    return load_config(args.config, overrides)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aioice", "aiortc", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
+async def _serve(config: Config) -> None:
+    from aiohttp import web
+
+    from agent.models import load_models
+    from signaling.app import create_app
+    from signaling.ice import apply_host_addresses
+
+    apply_host_addresses(config.ice.host_addresses)
+    models = await asyncio.to_thread(load_models, config, sys.stderr.isatty())
+    await models.warm_up()
+    app = create_app(config, models)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    log.info("voice agent ready: open http://%s:%d/ (brain=%s, voice=%s)",
+             config.server.host, config.server.port, models.brain.name, models.voice.name)
+    if config.server.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("bound to %s: the agent is reachable from the network", config.server.host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+        models.close()
+
+
+def _models(config: Config, verify: bool) -> int:
+    from agent.model_files import ALL_FILES, ModelFileError, ensure_files, resolve_cache_dir, verify_files
+
+    cache_dir = resolve_cache_dir(config.models.cache_dir)
+    try:
+        paths = ensure_files(ALL_FILES, cache_dir, progress=True)
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if verify:
+        problems = verify_files(ALL_FILES, cache_dir, progress=True)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return 1
+    for relpath, path in paths.items():
+        print(f"ok  {relpath:45s} {path.stat().st_size:>13,d} bytes  {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    setup_logging(config.server.log_level)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    command = args.command or "serve"
+    from agent.model_files import ModelFileError
+
+    try:
+        if command == "models":
+            return _models(config, args.verify)
+        if command == "bench":
+            from signaling.bench import run_bench
+
+            return asyncio.run(run_bench(config, turns=args.turns, wavs=args.wav, json_path=args.json))
+        asyncio.run(_serve(config))
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The aiohttp app: web client, `POST /offer` signaling, `/healthz`, `/client-config`.
+
+`POST /offer` takes `{"sdp": str, "type": "offer"}` and answers `{"sdp", "type": "answer",
+"session"}`. Anything malformed is a 400 with a message that says what is wrong; the server
+keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+from aiortc.sdp import SessionDescription
+
+from agent.config import Config
+from agent.models import AgentModels
+
+from .peers import PeerRegistry
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+REGISTRY = web.AppKey("registry", PeerRegistry)
+CONFIG = web.AppKey("config", Config)
+
+
+class OfferError(ValueError):
+    """The body of POST /offer is not a usable offer; the message goes back to the client."""
+
+
+def parse_offer(body: bytes) -> RTCSessionDescription:
+    """Validate an /offer body; raise OfferError naming the problem."""
+    if not body:
+        raise OfferError("empty body: expected JSON {\"sdp\": \"...\", \"type\": \"offer\"}")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OfferError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise OfferError(f"expected a JSON object, got {type(data).__name__}")
+    for key in ("sdp", "type"):
+        if key not in data:
+            raise OfferError(f"missing field {key!r}")
+        if not isinstance(data[key], str):
+            raise OfferError(f"field {key!r} must be a string, got {type(data[key]).__name__}")
+    if data["type"] != "offer":
+        raise OfferError(f"field 'type' must be \"offer\", got {data['type']!r}")
+    sdp = data["sdp"]
+    if not sdp.strip().startswith("v=0"):
+        raise OfferError("field 'sdp' is not an SDP session description (it must start with v=0)")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises assorted errors on garbage
+        raise OfferError(f"field 'sdp' does not parse: {type(exc).__name__}: {exc}") from None
+    kinds = [media.kind for media in parsed.media]
+    if "audio" not in kinds:
+        raise OfferError(f"the offer has no audio media section (found: {', '.join(kinds) or 'none'})")
+    for media in parsed.media:
+        if media.kind == "audio" and not media.rtp.codecs:
+            raise OfferError("the offer's audio section lists no codecs")
+    return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+async def handle_offer(request: web.Request) -> web.Response:
+    try:
+        offer = parse_offer(await request.read())
+    except OfferError as exc:
+        log.info("rejected offer from %s: %s", request.remote, exc)
+        return web.json_response({"error": str(exc)}, status=400)
+    registry = request.app[REGISTRY]
+    try:
+        peer, answer = await registry.create(offer)
+    except ValueError as exc:
+        log.info("offer from %s could not be negotiated: %s", request.remote, exc)
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": peer.id})
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "sessions": len(request.app[REGISTRY])})
+
+
+async def handle_client_config(request: web.Request) -> web.Response:
+    """What the web client needs to build its RTCPeerConnection (the same ICE servers)."""
+    config = request.app[CONFIG]
+    return web.json_response({"iceServers": [{"urls": url} for url in config.ice.servers]})
+
+
+async def handle_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
+def create_app(config: Config, models: AgentModels) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    registry = PeerRegistry(config, models)
+    app[REGISTRY] = registry
+    app[CONFIG] = config
+    app.router.add_get("/", handle_index)
+    app.router.add_post("/offer", handle_offer)
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/client-config", handle_client_config)
+    app.router.add_static("/static/", WEB_DIR, show_index=False)
+
+    async def on_shutdown(_app: web.Application) -> None:
+        await registry.close_all()
+
+    app.on_shutdown.append(on_shutdown)
+    return app

@@ -1,0 +1,51 @@
+"""ICE settings from config: which local addresses to offer, and which STUN/TURN servers.
+
+aioice gathers host candidates from every interface except 127.0.0.1, and aiortc adds a public
+STUN server unless told otherwise. For loopback-only tests and private deployments both must be
+controllable: `apply_host_addresses()` replaces aioice's host-address lookup with the configured
+list (empty = aioice's own lookup), and `rtc_configuration()` never adds a server that is not
+configured.
+"""
+
+from __future__ import annotations
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+from agent.config import IceConfig
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def apply_host_addresses(addresses: list[str]) -> None:
+    """Make every peer connection in this process gather host candidates only on `addresses`."""
+    if not addresses:
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    pinned = list(addresses)
+
+    def configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in pinned if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = configured_host_addresses
+
+
+def rtc_configuration(config: IceConfig) -> RTCConfiguration:
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in config.servers])
+
+
+def set_jitter_prefetch(receiver: RTCRtpReceiver, prefetch: int) -> bool:
+    """Shim: aiortc's audio receiver buffers 4 packets (~80 ms) before decoding, with no setting.
+
+    Replaces the receiver's (private) jitter buffer with one of the same capacity and the given
+    prefetch. Must be called before media flows (e.g. in the "track" event). Returns False if
+    aiortc's internals changed and the shim could not apply.
+    """
+    attribute = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, attribute, None)
+    if not isinstance(current, JitterBuffer):
+        return False
+    setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
+    return True

@@ -1,0 +1,160 @@
+"""A headless aiortc peer for loopback tests and the benchmark.
+
+It speaks through an outbound track fed from a PcmQueue (the same paced PlayoutTrack the agent
+uses), records every inbound agent frame with its arrival time and loudness, and collects the
+events from the data channel. Signaling goes through the server's real `POST /offer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from agent.audio import StreamResampler, rms_dbfs
+from agent.config import IceConfig
+from agent.pcm_queue import PcmQueue, Segment
+from agent.playout import SAMPLE_RATE, PlayoutTrack
+
+from .ice import rtc_configuration, set_jitter_prefetch
+
+AUDIBLE_DBFS = -45.0  # a received frame louder than this counts as agent speech
+
+
+@dataclass
+class ReceivedFrame:
+    at: float
+    dbfs: float
+    samples: np.ndarray  # int16 mono 48 kHz
+
+
+@dataclass
+class SentUtterance:
+    started_at: float | None = None
+    ended_at: float | None = None  # when the last frame carrying it was handed to the sender
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LoopbackClient:
+    def __init__(self, ice: IceConfig | None = None, jitter_prefetch: int = 1) -> None:
+        self.ice = ice or IceConfig()
+        self.jitter_prefetch = jitter_prefetch
+        self.mic_queue = PcmQueue()
+        self.mic = PlayoutTrack(self.mic_queue)
+        self.pc: RTCPeerConnection | None = None
+        self.frames: list[ReceivedFrame] = []
+        self.events: list[tuple[float, dict]] = []
+        self._event_signal = asyncio.Condition()
+        self._reader: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+        self.session_id: str | None = None
+
+    # -- connection ------------------------------------------------------------------------
+    async def connect(self, base_url: str, timeout_s: float = 20.0) -> None:
+        pc = RTCPeerConnection(rtc_configuration(self.ice))
+        self.pc = pc
+        pc.addTransceiver(self.mic, direction="sendrecv")
+        channel = pc.createDataChannel("events")
+
+        @channel.on("message")
+        def on_message(message: str) -> None:
+            event = json.loads(message)
+            self.events.append((time.perf_counter(), event))
+            asyncio.ensure_future(self._notify())
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            for transceiver in pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    set_jitter_prefetch(transceiver.receiver, self.jitter_prefetch)
+            self._reader = asyncio.create_task(self._read(track))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                self.connected.set()
+
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base_url}/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as resp:
+                body = await resp.json()
+                if resp.status != 200:
+                    raise RuntimeError(f"/offer answered {resp.status}: {body}")
+        self.session_id = body["session"]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+
+    async def _notify(self) -> None:
+        async with self._event_signal:
+            self._event_signal.notify_all()
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        resampler = StreamResampler(SAMPLE_RATE)  # inbound is packed stereo; make it mono
+        try:
+            while True:
+                frame = await track.recv()
+                at = time.perf_counter()
+                samples = resampler.frame(frame)
+                self.frames.append(ReceivedFrame(at, rms_dbfs(samples), samples))
+        except MediaStreamError:
+            pass
+
+    # -- speaking --------------------------------------------------------------------------
+    def say(self, samples_48k: np.ndarray) -> SentUtterance:
+        """Queue an utterance (int16 mono 48 kHz) on the microphone track; returns its timing."""
+        sent = SentUtterance()
+
+        def on_start(_segment: Segment) -> None:
+            sent.started_at = time.perf_counter()
+
+        def on_done(_segment: Segment, _played: int) -> None:
+            sent.ended_at = time.perf_counter()
+            sent.done.set()
+
+        self.mic_queue.push(samples_48k, on_start=on_start, on_done=on_done)
+        return sent
+
+    # -- observing -------------------------------------------------------------------------
+    async def wait_event(self, predicate, timeout_s: float, since: int = 0) -> dict:
+        """Wait for the first event (from index `since`) that satisfies predicate."""
+        deadline = time.perf_counter() + timeout_s
+        async with self._event_signal:
+            while True:
+                for _at, event in self.events[since:]:
+                    if predicate(event):
+                        return event
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    raise TimeoutError(f"no matching event within {timeout_s}s; got {[e for _, e in self.events[since:]]}")
+                try:
+                    await asyncio.wait_for(self._event_signal.wait(), remaining)
+                except TimeoutError:
+                    pass
+
+    def event_time(self, predicate, since: int = 0) -> float | None:
+        for at, event in self.events[since:]:
+            if predicate(event):
+                return at
+        return None
+
+    def first_audible_after(self, t: float) -> ReceivedFrame | None:
+        for frame in self.frames:
+            if frame.at >= t and frame.dbfs > AUDIBLE_DBFS:
+                return frame
+        return None
+
+    def audio_between(self, start: float, end: float) -> np.ndarray:
+        chunks = [f.samples for f in self.frames if start <= f.at < end]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)

@@ -1,0 +1,132 @@
+"""Peer connections and their sessions: one RTCPeerConnection and one AgentSession per peer.
+
+A peer is released (session closed, tasks cancelled, peer connection closed) when its connection
+fails or closes, when ICE does not connect in time, or when its inbound audio stops arriving
+(a peer that vanished without a goodbye) for longer than the idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from agent.config import Config
+from agent.models import AgentModels
+from agent.session import AgentSession
+
+from .ice import rtc_configuration, set_jitter_prefetch
+
+log = logging.getLogger(__name__)
+
+
+class WatchedTrack(MediaStreamTrack):
+    """Wraps the inbound track: a recv() that waits longer than `idle_timeout_s` ends the track
+    and reports the peer as gone (RTP stopped: the peer vanished)."""
+
+    kind = "audio"
+
+    def __init__(self, track: MediaStreamTrack, idle_timeout_s: float, on_idle) -> None:
+        super().__init__()
+        self._track = track
+        self._idle_timeout_s = idle_timeout_s
+        self._on_idle = on_idle
+
+    async def recv(self):
+        try:
+            return await asyncio.wait_for(self._track.recv(), self._idle_timeout_s)
+        except TimeoutError:
+            self._on_idle()
+            raise MediaStreamError from None
+
+
+@dataclass
+class Peer:
+    id: str
+    pc: RTCPeerConnection
+    session: AgentSession
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    watchdog: asyncio.Task | None = None
+
+
+class PeerRegistry:
+    def __init__(self, config: Config, models: AgentModels) -> None:
+        self.config = config
+        self.models = models
+        self.peers: dict[str, Peer] = {}
+
+    def __len__(self) -> int:
+        return len(self.peers)
+
+    async def create(self, offer: RTCSessionDescription) -> tuple[Peer, RTCSessionDescription]:
+        """Negotiate a new peer from a validated offer; raises ValueError if aiortc rejects it."""
+        pc = RTCPeerConnection(rtc_configuration(self.config.ice))
+        session = AgentSession(self.config, self.models.brain, self.models.voice)
+        peer = Peer(str(uuid.uuid4()), pc, session)
+        self.peers[peer.id] = peer
+        server = self.config.server
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("peer %s: connection %s", peer.id[:8], pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.release(peer, f"connection {pc.connectionState}")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind != "audio":
+                return
+            for transceiver in pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    set_jitter_prefetch(transceiver.receiver, self.config.ice.jitter_prefetch)
+            idle = lambda: asyncio.ensure_future(self.release(peer, "inbound audio stopped"))  # noqa: E731
+            session.attach_inbound(WatchedTrack(track, server.peer_idle_timeout_s, idle))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            if channel.label != "events":
+                return
+
+            def send(event: dict) -> None:
+                if channel.readyState == "open":
+                    channel.send(json.dumps(event))
+
+            session.set_event_sink(send)
+            send({"type": "hello", "session": peer.id, "brain": self.models.brain.name, "voice": self.models.voice.name})
+            send({"type": "state", "state": session.state})
+
+        try:
+            await pc.setRemoteDescription(offer)
+            pc.addTrack(session.playout)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:
+            await self.release(peer, "negotiation failed")
+            raise ValueError(f"the offer could not be negotiated: {exc}") from exc
+        peer.watchdog = asyncio.create_task(self._connect_watchdog(peer))
+        log.info("peer %s: negotiated (%d active)", peer.id[:8], len(self.peers))
+        return peer, pc.localDescription
+
+    async def _connect_watchdog(self, peer: Peer) -> None:
+        await asyncio.sleep(self.config.server.ice_connect_timeout_s)
+        if peer.pc.connectionState != "connected":
+            await self.release(peer, "ICE did not connect in time")
+
+    async def release(self, peer: Peer, reason: str) -> None:
+        if peer.closed.is_set():
+            return
+        peer.closed.set()
+        self.peers.pop(peer.id, None)
+        log.info("peer %s: released (%s); %d active", peer.id[:8], reason, len(self.peers))
+        if peer.watchdog is not None and peer.watchdog is not asyncio.current_task():
+            peer.watchdog.cancel()
+        await peer.session.close()
+        await peer.pc.close()
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.release(p, "server shutting down") for p in list(self.peers.values())))

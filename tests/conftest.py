@@ -1,0 +1,81 @@
+"""Shared fixtures: real models (loaded once), the real server on loopback, spoken questions."""
+
+from __future__ import annotations
+
+import os
+import re
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from agent.config import load_config  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def config():
+    from signaling.bench import loopback_config
+
+    return loopback_config(load_config(environ={}))
+
+
+@pytest.fixture(scope="session")
+async def models(config):
+    from agent.models import load_models
+
+    loaded = load_models(config, progress=False)
+    await loaded.warm_up()
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="session")
+async def agent_url(config, models):
+    from signaling.bench import running_agent
+
+    async with running_agent(config, models) as (url, app):
+        yield url
+
+
+_question_cache: dict[str, np.ndarray] = {}
+
+
+@pytest.fixture(scope="session")
+def spoken(models):
+    """spoken(text) -> int16 48 kHz mono speech made with the Kokoro voice (cached; saved as WAV)."""
+    from signaling.bench import synthesize_question
+
+    async def make(text: str) -> np.ndarray:
+        if text not in _question_cache:
+            audio = await synthesize_question(models.voice, text)
+            _question_cache[text] = audio
+            ARTIFACTS.mkdir(exist_ok=True)
+            name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
+            with wave.open(str(ARTIFACTS / f"question-{name}.wav"), "wb") as wav:
+                wav.setnchannels(1)
+                wav.setsampwidth(2)
+                wav.setframerate(48000)
+                wav.writeframes(audio.tobytes())
+        return _question_cache[text]
+
+    return make
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate (Levenshtein over words)."""
+    ref, hyp = words(reference), words(hypothesis)
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(1, len(ref))

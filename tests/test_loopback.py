@@ -1,0 +1,141 @@
+"""Whole calls over WebRTC on loopback: an aiortc client and the real server with real models."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from agent.audio import StreamResampler
+from signaling.loopback_client import AUDIBLE_DBFS, LoopbackClient
+
+pytestmark = [pytest.mark.models, pytest.mark.loopback]
+
+
+def is_type(kind, **fields):
+    return lambda e: e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
+
+
+async def connected_client(config, agent_url):
+    client = LoopbackClient(config.ice, config.ice.jitter_prefetch)
+    await client.connect(agent_url)
+    await client.wait_event(is_type("hello"), 10)
+    return client
+
+
+async def transcribe_48k(models, audio_48k):
+    resampler = StreamResampler(16000)
+    audio = np.concatenate([resampler.samples(audio_48k, 48000), resampler.finish()])
+    return await models.brain.transcriber.transcribe(audio)
+
+
+async def test_spoken_question_gets_a_spoken_on_topic_answer(config, models, agent_url, spoken):
+    client = await connected_client(config, agent_url)
+    try:
+        question = await spoken("What is the capital of France?")
+        sent = client.say(question)
+        await sent.done.wait()
+        timeline = await client.wait_event(is_type("timeline", turn=1), 90)
+        assert timeline["outcome"] == "answered"
+        events = [e for _, e in client.events]
+        transcript = next(e for e in events if e["type"] == "transcript")
+        assert "france" in transcript["text"].lower()
+        spoken_text = " ".join(e["text"] for e in events if e["type"] == "agent_text")
+        assert "paris" in spoken_text.lower()
+        # Every stage of the timeline was recorded, in order.
+        ms = timeline["ms"]
+        order = ["speech_end", "turn_end", "transcript", "first_token", "first_phrase", "first_pcm", "first_frame"]
+        assert [s for s in order if s in ms] == order
+        assert all(ms[a] <= ms[b] for a, b in zip(order, order[1:]))
+        # The answer arrived as audible audio, and it says what the text events said.
+        first = client.first_audible_after(sent.ended_at)
+        assert first is not None
+        await asyncio.sleep(0.3)
+        answer_audio = client.audio_between(first.at - 0.1, client.frames[-1].at + 1)
+        loud = [f for f in client.frames if f.at >= first.at and f.dbfs > AUDIBLE_DBFS]
+        assert len(loud) * 0.02 >= 0.5  # at least half a second of speech
+        heard = await transcribe_48k(models, answer_audio)
+        assert "paris" in heard.lower(), heard
+        states = [e["state"] for e in events if e["type"] == "state"]
+        assert "thinking" in states and "speaking" in states and states[-1] == "listening"
+    finally:
+        await client.close()
+
+
+async def test_interrupting_mid_answer_silences_the_agent(config, models, agent_url, spoken):
+    client = await connected_client(config, agent_url)
+    try:
+        long_question = await spoken("Tell me a long story about a brave knight and a dragon.")
+        interruption = await spoken("Stop. What is two plus two?")
+        sent = client.say(long_question)
+        await sent.done.wait()
+        await client.wait_event(is_type("state", state="speaking"), 90)
+        await asyncio.sleep(0.8)  # let the agent talk for a moment
+        since = len(client.events)
+        barge = client.say(interruption)
+        barge_in = await client.wait_event(is_type("barge_in", turn=1), 10, since)
+        barge_in_at = client.event_time(is_type("barge_in", turn=1), since)
+        # From shortly after the barge-in decision, the agent is silent until its next answer.
+        await barge.done.wait()
+        next_answer_at = None
+        second = await client.wait_event(is_type("timeline", turn=2), 90, since)
+        next_answer_at = client.event_time(is_type("state", state="speaking"), since)
+        window_end = next_answer_at if next_answer_at else barge.ended_at
+        after = [f for f in client.frames if barge_in_at + 0.15 <= f.at < window_end]
+        assert after, "no frames received after the barge-in"
+        assert all(f.dbfs <= AUDIBLE_DBFS for f in after), max(f.dbfs for f in after)
+        # The first answer was cut short: only what was played is in the history.
+        first_timeline = next(e for _, e in client.events if e.get("type") == "timeline" and e["turn"] == 1)
+        assert first_timeline["outcome"] == "interrupted"
+        assert second["outcome"] in ("answered", "empty")
+        session_history = barge_in["spoken"]
+        assert len(session_history.split()) < 200
+    finally:
+        await client.close()
+
+
+async def test_a_vanished_peer_is_released(config, models, agent_url):
+    import aiohttp
+
+    client = await connected_client(config, agent_url)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{agent_url}/healthz") as resp:
+            before = (await resp.json())["sessions"]
+        assert before >= 1
+        client.mic.stop()  # RTP stops without any goodbye
+        deadline = asyncio.get_running_loop().time() + config.server.peer_idle_timeout_s + 5
+        while asyncio.get_running_loop().time() < deadline:
+            async with http.get(f"{agent_url}/healthz") as resp:
+                if (await resp.json())["sessions"] < before:
+                    break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the session of a vanished peer was not released")
+    await client.close()
+
+
+async def test_a_model_error_mid_turn_is_an_event_and_the_session_goes_on(config, models, agent_url, spoken, monkeypatch):
+    chat = models.brain.chat
+    original = chat.tokens_blocking
+    calls = []
+
+    def failing_once(messages, stop, max_tokens=None):
+        calls.append(1)
+        if len(calls) == 1:
+            yield "Let me"
+            raise RuntimeError("simulated model failure")
+        yield from original(messages, stop, max_tokens)
+
+    monkeypatch.setattr(chat, "tokens_blocking", failing_once)
+    client = await connected_client(config, agent_url)
+    try:
+        question = await spoken("What is the capital of France?")
+        client.say(question)
+        error = await client.wait_event(is_type("error", turn=1), 90)
+        assert "simulated model failure" in error["message"]
+        await client.wait_event(is_type("timeline", turn=1), 30)
+        await asyncio.sleep(0.5)
+        client.say(question)
+        second = await client.wait_event(is_type("timeline", turn=2), 90)
+        assert second["outcome"] == "answered"
+    finally:
+        await client.close()

@@ -1,0 +1,97 @@
+"""The real models, from the pinned packages: voice -> ASR round trip, LLM answers, cancellation."""
+
+import asyncio
+import contextlib
+
+import numpy as np
+import pytest
+
+from agent.audio import StreamResampler
+
+from .conftest import wer
+
+pytestmark = pytest.mark.models
+
+
+async def speak_16k(voice, text):
+    resampler = StreamResampler(16000)
+    parts = [resampler.samples(chunk, voice.sample_rate) async for chunk in voice.speak(text)]
+    parts.append(resampler.finish())
+    return np.concatenate(parts)
+
+
+async def test_kokoro_speaks_and_whisper_transcribes_it_back(models):
+    sentences = [
+        "The weather is lovely today, so we will walk to the park.",
+        "Please bring two apples and a bottle of water.",
+        "My favourite colour is green because it reminds me of the forest.",
+    ]
+    errors = []
+    for sentence in sentences:
+        audio = await speak_16k(models.voice, sentence)
+        assert len(audio) > 16000 * 1.0  # at least a second of speech
+        heard = await models.brain.transcriber.transcribe(audio)
+        errors.append(wer(sentence, heard))
+    assert np.mean(errors) <= 0.15, errors
+
+
+async def test_voice_streams_each_window_and_stops_when_closed(models):
+    long_text = " ".join(["This is a rather long sentence that keeps going on and on."] * 12)
+    chunks = 0
+    async with contextlib.aclosing(models.voice.speak(long_text)) as stream:
+        async for chunk in stream:
+            assert chunk.dtype == np.int16 and len(chunk) > 0
+            chunks += 1
+            break
+    assert chunks == 1
+    # The voice thread is free again right after (it stopped instead of finishing the text).
+    await asyncio.wait_for(models.voice.thread.run(lambda: None), 30)
+
+
+async def collect_answer(chat, question, max_pieces=None):
+    messages = [{"role": "system", "content": "Answer in one short sentence."}, {"role": "user", "content": question}]
+    pieces = []
+    async with contextlib.aclosing(chat.stream(messages)) as stream:
+        async for piece in stream:
+            pieces.append(piece)
+            if max_pieces and len(pieces) >= max_pieces:
+                break
+    return pieces
+
+
+async def test_llm_answers_a_simple_question_correctly(models):
+    pieces = await collect_answer(models.brain.chat, "What is the capital of France?")
+    assert len(pieces) > 1  # streamed token by token
+    assert "paris" in "".join(pieces).lower()
+
+
+async def test_cancelled_generation_stops(models):
+    chat = models.brain.chat
+    produced = []
+    original = chat.tokens_blocking
+
+    def counting(messages, stop, max_tokens=None):
+        for piece in original(messages, stop, max_tokens=400):
+            produced.append(piece)
+            yield piece
+
+    messages = [{"role": "user", "content": "Count from one to two hundred in words, separated by commas."}]
+    async with contextlib.aclosing(chat.thread.stream(lambda stop: counting(messages, stop))) as stream:
+        async for _ in stream:
+            if len(produced) >= 5:
+                break
+    await asyncio.wait_for(chat.thread.run(lambda: None), 30)  # the worker has finished
+    assert len(produced) <= 5 + 2, f"generation went on for {len(produced)} tokens after cancel"
+
+
+async def test_cascade_answers_a_spoken_question(models, spoken):
+    audio_48k = await spoken("What is the capital of France?")
+    resampler = StreamResampler(16000)
+    audio = np.concatenate([resampler.samples(audio_48k, 48000), resampler.finish()])
+    conversation = models.brain.new_conversation()
+    transcripts = []
+    answer = "".join([p async for p in conversation.reply(audio, transcripts.append)])
+    assert "france" in transcripts[0].lower()
+    assert "paris" in answer.lower()
+    conversation.record_agent_reply(answer)
+    assert [m["role"] for m in conversation.history] == ["user", "assistant"]

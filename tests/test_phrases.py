@@ -1,0 +1,114 @@
+import asyncio
+
+import pytest
+
+from agent.config import PhrasesConfig
+from agent.phrases import PhraseChunker, phrases_from_pieces, speakable
+
+CFG = PhrasesConfig(first_min_words=3, first_max_words=6, min_words=4, max_words=24, timeout_ms=400)
+
+
+def feed(chunker, text, piece_len=3):
+    out = []
+    for i in range(0, len(text), piece_len):
+        out += chunker.push(text[i:i + piece_len])
+    tail = chunker.flush()
+    return out + ([tail] if tail else [])
+
+
+def test_first_phrase_cut_early_at_sentence_end():
+    phrases = feed(PhraseChunker(CFG), "Sure! The capital of France is Paris, a city on the Seine river. It is lovely.")
+    assert phrases[0] == "Sure!"
+    assert " ".join(phrases) == "Sure! The capital of France is Paris, a city on the Seine river. It is lovely."
+
+
+def test_first_phrase_cut_at_comma_after_min_words_and_at_max_words():
+    assert feed(PhraseChunker(CFG), "Well, the answer to that, is simple.")[0] == "Well, the answer to that,"
+    phrases = feed(PhraseChunker(CFG), "one two three four five six seven eight nine ten")
+    assert phrases[0] == "one two three four five six"
+
+
+def test_later_phrases_cut_at_sentence_and_clause_ends():
+    text = ("Hello there. Paris is the capital of France. It has many museums, parks and cafes. "
+            "The city has many famous museums and beautiful old parks, "
+            "and millions of visitors come every single year to see it.")
+    phrases = feed(PhraseChunker(CFG), text)
+    assert phrases == [
+        "Hello there.",
+        "Paris is the capital of France.",
+        "It has many museums, parks and cafes.",  # a short clause is not cut off on its own
+        "The city has many famous museums and beautiful old parks,",
+        "and millions of visitors come every single year to see it.",
+    ]
+
+
+def test_no_words_lost_or_reordered_for_any_piece_size():
+    text = "A spider has eight legs. Insects have six, which is fewer. Mr. Smith agrees, e.g. in his book."
+    for size in (1, 2, 5, 11, 100):
+        assert " ".join(feed(PhraseChunker(CFG), text, size)).split() == text.split()
+
+
+def test_abbreviation_is_not_a_sentence_end():
+    phrases = feed(PhraseChunker(CFG), "Okay. Then Dr. Watson and Mr. Holmes went home together at last.")
+    assert "Dr." not in [p.split()[-1] for p in phrases]
+
+
+def test_max_words_forces_a_cut():
+    words = " ".join(f"w{i}" for i in range(60))
+    phrases = feed(PhraseChunker(CFG), "Hi. " + words)
+    assert all(len(p.split()) <= CFG.max_words for p in phrases)
+
+
+def test_newline_ends_a_phrase_and_markdown_is_stripped():
+    phrases = feed(PhraseChunker(CFG), "Here you go\n**Bold** words and `code` here are fine\n- item one of it")
+    assert phrases[0] == "Here you go"
+    assert "*" not in " ".join(phrases) and "`" not in " ".join(phrases)
+    assert speakable("- item one") == "item one"
+
+
+def test_timeout_cut_uses_whole_words_only():
+    now = [0.0]
+    chunker = PhraseChunker(CFG, clock=lambda: now[0])
+    assert chunker.push("Thinking about it") == []
+    assert chunker.time_left() == pytest.approx(0.4)
+    now[0] = 0.5
+    assert chunker.time_left() == 0.0
+    assert chunker.cut_pending() == "Thinking about"
+    assert chunker.pending_text == "it"
+
+
+async def slow_pieces(pieces, delay):
+    for piece in pieces:
+        await asyncio.sleep(delay)
+        yield piece
+
+
+async def test_async_adapter_cuts_on_timeout_when_the_llm_is_slow():
+    cfg = PhrasesConfig(first_min_words=3, first_max_words=20, min_words=4, max_words=24, timeout_ms=100)
+    chunker = PhraseChunker(cfg)
+    got = []
+    started = asyncio.get_running_loop().time()
+    async for phrase in phrases_from_pieces(slow_pieces(["one ", "two ", "three ", "four", " five"], 0.15), chunker):
+        got.append((phrase, asyncio.get_running_loop().time() - started))
+    texts = [p for p, _ in got]
+    assert " ".join(texts).split() == ["one", "two", "three", "four", "five"]
+    # The timeout produced phrases before the stream ended (not one phrase at the end).
+    assert len(texts) >= 2
+
+
+async def test_async_adapter_closes_the_source_when_closed_early():
+    closed = asyncio.Event()
+
+    async def endless():
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+                yield "word. "
+        finally:
+            closed.set()
+
+    gen = phrases_from_pieces(endless(), PhraseChunker(CFG))
+    assert await gen.__anext__() == "word."
+    await gen.aclose()
+    source_closed = closed.is_set()
+    assert source_closed or await asyncio.wait_for(closed.wait(), 1.0)
