@@ -254,12 +254,11 @@ class AgentSession:
     def _queue_audio(self, turn: ActiveTurn, phrase: SpokenPhrase, samples: np.ndarray) -> None:
         if len(samples) == 0:
             return
-        if self.state != "speaking":
-            self._set_state("speaking")
         first_segment = phrase.queued == 0
 
         def on_start(_segment: Segment) -> None:
-            turn.timeline.mark("first_frame", self.clock())
+            if turn.timeline.mark("first_frame", self.clock()):
+                self._set_state("speaking")
             if first_segment:
                 self.emit({"type": "agent_text", "turn": turn.timeline.turn, "text": phrase.text})
 

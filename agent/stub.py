@@ -1,0 +1,70 @@
+"""Stand-ins for measuring the pipeline alone: a scripted brain and a tone voice.
+
+They are never used by `serve`; the benchmark's --stub mode and the session unit tests use them,
+and they say so in every event (`brain: "stub"`, transcripts marked "(stub)").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+import numpy as np
+
+from .brain import Brain, Conversation, TranscriptCallback
+from .voice import Voice
+
+DEFAULT_SCRIPT = ("Sure. This is the scripted stub answer, spoken as a tone, "
+                  "so the pipeline and the transport can be measured by themselves.")
+
+
+class ScriptedBrain(Brain):
+    """Answers every utterance with the same script, word by word, after an optional delay."""
+
+    name = "stub"
+
+    def __init__(self, script: str = DEFAULT_SCRIPT, first_token_delay_s: float = 0.0,
+                 token_interval_s: float = 0.0) -> None:
+        self.script = script
+        self.first_token_delay_s = first_token_delay_s
+        self.token_interval_s = token_interval_s
+
+    def new_conversation(self) -> "ScriptedConversation":
+        return ScriptedConversation(self)
+
+
+class ScriptedConversation(Conversation):
+    def __init__(self, brain: ScriptedBrain) -> None:
+        self.brain = brain
+        self.history: list[tuple[str, str]] = []
+
+    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+        on_transcript(f"(stub) {len(audio) * 1000 // 16000} ms of speech")
+        self.history.append(("user", "(stub)"))
+        if self.brain.first_token_delay_s:
+            await asyncio.sleep(self.brain.first_token_delay_s)
+        for i, word in enumerate(self.brain.script.split(" ")):
+            if i and self.brain.token_interval_s:
+                await asyncio.sleep(self.brain.token_interval_s)
+            yield word if i == 0 else " " + word
+
+    def record_agent_reply(self, spoken_text: str) -> None:
+        self.history.append(("assistant", spoken_text))
+
+
+class ToneVoice(Voice):
+    """Speaks any phrase as a 440 Hz tone, `seconds_per_word` long, in 40 ms chunks, instantly."""
+
+    name = "tone"
+    sample_rate = 24000
+
+    def __init__(self, seconds_per_word: float = 0.2, chunk_ms: int = 40) -> None:
+        self.seconds_per_word = seconds_per_word
+        self.chunk = self.sample_rate * chunk_ms // 1000
+
+    async def speak(self, text: str) -> AsyncIterator[np.ndarray]:
+        n = int(len(text.split()) * self.seconds_per_word * self.sample_rate)
+        t = np.arange(n) / self.sample_rate
+        tone = (0.3 * np.sin(2 * np.pi * 440.0 * t) * 32767).astype(np.int16)
+        for start in range(0, n, self.chunk):
+            yield tone[start:start + self.chunk]

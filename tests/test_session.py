@@ -1,0 +1,106 @@
+"""Session logic with the scripted brain and tone voice (no models, no network)."""
+
+import asyncio
+
+import numpy as np
+
+from agent.config import load_config
+from agent.session import AgentSession
+from agent.stub import ScriptedBrain, ToneVoice
+
+from .synth import silence, voiced
+
+
+def make_session(**brain_kwargs):
+    events = []
+    config = load_config(environ={})
+    session = AgentSession(config, ScriptedBrain(**brain_kwargs), ToneVoice(), send_event=events.append)
+    return session, events
+
+
+async def pull_frames(session, n):
+    """Take n frames straight from the playout queue (what recv() would send)."""
+    return [session.playout_queue.pull(session.playout.samples_per_frame) for _ in range(n)]
+
+
+async def wait_for(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_turn_streams_phrases_in_order_and_records_its_timeline():
+    session, events = make_session()
+    turn = session.start_turn(voiced(800), speech_end=0.0, turn_end=0.3)
+    await wait_for(lambda: session.playout_queue.queued_samples > 0)
+    # Drain the queue as the playout track would; the turn ends when everything was played.
+    while not turn.task.done():
+        session.playout_queue.pull(960)
+        await asyncio.sleep(0)
+    kinds = [e["type"] for e in events]
+    assert kinds.count("transcript") == 1 and "timeline" in kinds
+    spoken = " ".join(e["text"] for e in events if e["type"] == "agent_text")
+    assert spoken.split() == ScriptedBrain().script.split()
+    timeline = next(e for e in events if e["type"] == "timeline")
+    assert timeline["outcome"] == "answered"
+    assert set(timeline["ms"]) >= {"transcript", "first_token", "first_phrase", "first_pcm", "first_frame"}
+    assert session.conversation.history[-1] == ("assistant", ScriptedBrain().script)
+    assert session.state == "listening"
+    await session.close()
+
+
+async def test_barge_in_flushes_at_once_and_keeps_only_the_played_text():
+    session, events = make_session()
+    session.start_turn(voiced(800), speech_end=0.0, turn_end=0.3)
+    await wait_for(lambda: session.playout_queue.queued_samples > 48000)
+    frames = await pull_frames(session, 30)  # 0.6 s of the answer was played
+    assert all(audible for _, audible in frames)
+    session.barge_in()
+    samples, audible = session.playout_queue.pull(960)
+    assert not audible and not samples.any()  # the very next frame is silence
+    await asyncio.sleep(0.05)
+    assert not session.playout_queue.pull(960)[1]  # and nothing more gets queued
+    said = session.conversation.history[-1][1]
+    full = ScriptedBrain().script
+    assert said and full.startswith(said) and len(said) < len(full)
+    assert any(e["type"] == "barge_in" for e in events)
+    assert next(e for e in events if e["type"] == "timeline")["outcome"] == "interrupted"
+    await session.close()
+
+
+async def test_user_speech_through_the_turn_detector_starts_a_turn_and_interrupts_it():
+    session, events = make_session()
+    pcm = np.concatenate([silence(300), voiced(700), silence(500)])
+    for event in session.turns.feed(pcm.tobytes()):
+        session.on_turn_event(event)
+    await wait_for(lambda: session.playout_queue.queued_samples > 0)
+    assert session.turn_count == 1
+    for event in session.turns.feed(voiced(300, seed=9).tobytes()):
+        session.on_turn_event(event)
+    assert session.barge_ins == 1
+    assert session.playout_queue.queued_samples == 0
+    await session.close()
+
+
+async def test_a_brain_failure_is_an_error_event_and_the_session_goes_on():
+    session, events = make_session()
+
+    class Exploding(type(session.conversation)):
+        async def reply(self, audio, on_transcript):
+            on_transcript("hello")
+            yield "Well"
+            raise RuntimeError("boom")
+
+    good = session.conversation
+    session.conversation = Exploding(session.brain)
+    turn = session.start_turn(voiced(500), 0.0, 0.3)
+    await asyncio.wait_for(turn.task, 5)
+    error = next(e for e in events if e["type"] == "error")
+    assert error["message"] == "boom" and error["turn"] == 1
+    assert session.state == "listening"
+    session.conversation = good
+    turn = session.start_turn(voiced(500), 0.0, 0.3)
+    await wait_for(lambda: session.playout_queue.queued_samples > 0)
+    session.playout_queue.flush()
+    await session.close()
