@@ -37,9 +37,10 @@ def _config_keys_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # Defaults are SUPPRESS so options given before or after the subcommand both count.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--config", metavar="FILE", help="a TOML file overriding config/default.toml")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+    common.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
                         help="override one configuration key (repeatable)")
     common.add_argument("--host", help="bind address (server.host); 0.0.0.0 exposes the agent to the network")
     common.add_argument("--port", type=int, help="HTTP port (server.port)")
@@ -65,20 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides: dict[str, str] = {}
-    for item in args.overrides:
+    for item in getattr(args, "overrides", []):
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         overrides[key.strip()] = value
-    if args.host is not None:
-        overrides["server.host"] = args.host
-    if args.port is not None:
-        overrides["server.port"] = str(args.port)
-    if args.log_level is not None:
-        overrides["server.log_level"] = args.log_level
-    if args.ice_host:
+    for flag, key in (("host", "server.host"), ("port", "server.port"), ("log_level", "server.log_level")):
+        if hasattr(args, flag):
+            overrides[key] = str(getattr(args, flag))
+    if hasattr(args, "ice_host"):
         overrides["ice.host_addresses"] = ",".join(args.ice_host)
-    return load_config(args.config, overrides)
+    return load_config(getattr(args, "config", None), overrides)
 
 
 def setup_logging(level: str) -> None:

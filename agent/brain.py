@@ -23,6 +23,10 @@ class Conversation(ABC):
         Calls `on_transcript(text)` once with what the user said, as soon as it is known
         (before the first piece for a cascade; possibly later for a speech-LLM)."""
 
+    def prefetch(self, audio: np.ndarray) -> None:
+        """The user paused: start work on `audio` early (e.g. transcription). If the next
+        reply() gets the same audio, it reuses the result; otherwise it is discarded."""
+
     @abstractmethod
     def record_agent_reply(self, spoken_text: str) -> None:
         """Store what the agent actually said (only the part that was played) in the history."""

@@ -7,6 +7,7 @@ so the system prompt (warmed at load) and a session's earlier turns are not eval
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -34,6 +35,12 @@ class WhisperTranscriber:
         self.load_s = time.perf_counter() - started
 
     def transcribe_blocking(self, audio: np.ndarray) -> str:
+        started = time.perf_counter()
+        text = self._transcribe(audio)
+        log.debug("transcribed %.2f s of audio in %.0f ms: %r", len(audio) / 16000, (time.perf_counter() - started) * 1000, text)
+        return text
+
+    def _transcribe(self, audio: np.ndarray) -> str:
         samples = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
         segments, _info = self._model.transcribe(
             samples,
@@ -59,7 +66,7 @@ class LlamaChat:
             model_path=str(model_path),
             n_ctx=config.context_tokens,
             n_threads=config.threads,
-            n_threads_batch=config.threads,
+            n_threads_batch=config.batch_threads,
             verbose=False,
         )
         self.thread = ModelThread("llm")
@@ -83,7 +90,8 @@ class LlamaChat:
             stream.close()
 
     def stream(self, messages: list[dict]) -> AsyncIterator[str]:
-        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop))
+        """Stream the answer; generation pauses when 4 pieces wait unread (backpressure)."""
+        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop), max_ahead=4)
 
 
 class CascadeBrain(Brain):
@@ -127,6 +135,28 @@ class CascadeConversation(Conversation):
     def __init__(self, brain: CascadeBrain) -> None:
         self.brain = brain
         self.history: list[dict] = []
+        self._speculation: tuple[np.ndarray, asyncio.Future[str]] | None = None
+        self.speculative_hits = 0
+
+    def prefetch(self, audio: np.ndarray) -> None:
+        self._drop_speculation()
+        self._speculation = (audio, asyncio.ensure_future(self.brain.transcriber.transcribe(audio)))
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            future = self._speculation[1]
+            future.cancel()  # a running transcription finishes in its thread; its result is ignored
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._speculation = None
+
+    async def _transcribe(self, audio: np.ndarray) -> str:
+        speculation = self._speculation
+        if speculation is not None and np.array_equal(speculation[0], audio):
+            self._speculation = None
+            self.speculative_hits += 1
+            return await speculation[1]
+        self._drop_speculation()
+        return await self.brain.transcriber.transcribe(audio)
 
     def _trim(self) -> None:
         keep = 2 * self.brain.config.history_turns
@@ -136,7 +166,7 @@ class CascadeConversation(Conversation):
             self.history.pop(0)
 
     async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
-        text = await self.brain.transcriber.transcribe(audio)
+        text = await self._transcribe(audio)
         on_transcript(text)
         if not text:
             return

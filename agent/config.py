@@ -1,6 +1,7 @@
 """Typed configuration: config/default.toml, then a user TOML file, env vars, then CLI overrides.
 
-The dataclasses below are the schema; config/default.toml holds every value with a comment.
+The dataclasses below are the schema (names and types); config/default.toml is the one place
+that holds every default value, each with a comment.
 Any key that the schema does not know, or a value of the wrong type or out of range, raises
 ConfigError naming the key.
 """
@@ -11,7 +12,7 @@ import dataclasses
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,96 +26,98 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 262144
-    log_level: str = "INFO"
-    peer_idle_timeout_s: float = 5.0
-    ice_connect_timeout_s: float = 20.0
+    host: str
+    port: int
+    max_body_bytes: int
+    log_level: str
+    peer_idle_timeout_s: float
+    ice_connect_timeout_s: float
 
 
 @dataclass(frozen=True)
 class IceConfig:
-    host_addresses: list[str] = field(default_factory=list)
-    servers: list[str] = field(default_factory=list)
-    jitter_prefetch: int = 1
+    host_addresses: list[str]
+    servers: list[str]
+    jitter_prefetch: int
 
 
 @dataclass(frozen=True)
 class TurnsConfig:
-    vad_aggressiveness: int = 2
-    frame_ms: int = 20
-    start_ms: int = 100
-    hangover_ms: int = 300
-    min_speech_ms: int = 200
-    max_utterance_ms: int = 15000
-    preroll_ms: int = 200
+    vad_aggressiveness: int
+    frame_ms: int
+    start_ms: int
+    hangover_ms: int
+    speculative_ms: int
+    min_speech_ms: int
+    max_utterance_ms: int
+    preroll_ms: int
 
 
 @dataclass(frozen=True)
 class BrainConfig:
-    kind: str = "cascade"
-    system_prompt: str = ""
-    history_turns: int = 6
-    turn_timeout_s: float = 60.0
+    kind: str
+    system_prompt: str
+    history_turns: int
+    turn_timeout_s: float
 
 
 @dataclass(frozen=True)
 class AsrConfig:
-    threads: int = 2
-    beam_size: int = 1
-    language: str = "en"
+    threads: int
+    beam_size: int
+    language: str
 
 
 @dataclass(frozen=True)
 class LlmConfig:
-    threads: int = 2
-    context_tokens: int = 2048
-    max_tokens: int = 120
-    temperature: float = 0.3
+    threads: int
+    batch_threads: int
+    context_tokens: int
+    max_tokens: int
+    temperature: float
 
 
 @dataclass(frozen=True)
 class PhrasesConfig:
-    first_min_words: int = 3
-    first_max_words: int = 6
-    min_words: int = 4
-    max_words: int = 24
-    timeout_ms: int = 400
+    first_min_words: int
+    first_max_words: int
+    min_words: int
+    max_words: int
+    timeout_ms: int
 
 
 @dataclass(frozen=True)
 class VoiceConfig:
-    kind: str = "kokoro-onnx"
-    voice: str = "jf_alpha"
-    speed: float = 1.1
-    threads: int = 1
+    kind: str
+    voice: str
+    speed: float
+    threads: int
 
 
 @dataclass(frozen=True)
 class PlayoutConfig:
-    frame_ms: int = 20
-    max_lag_ms: int = 100
-    max_queue_s: float = 120.0
+    frame_ms: int
+    max_lag_ms: int
+    max_queue_s: float
 
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    cache_dir: str = ""
+    cache_dir: str
 
 
 @dataclass(frozen=True)
 class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    ice: IceConfig = field(default_factory=IceConfig)
-    turns: TurnsConfig = field(default_factory=TurnsConfig)
-    brain: BrainConfig = field(default_factory=BrainConfig)
-    asr: AsrConfig = field(default_factory=AsrConfig)
-    llm: LlmConfig = field(default_factory=LlmConfig)
-    phrases: PhrasesConfig = field(default_factory=PhrasesConfig)
-    voice: VoiceConfig = field(default_factory=VoiceConfig)
-    playout: PlayoutConfig = field(default_factory=PlayoutConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
+    server: ServerConfig
+    ice: IceConfig
+    turns: TurnsConfig
+    brain: BrainConfig
+    asr: AsrConfig
+    llm: LlmConfig
+    phrases: PhrasesConfig
+    voice: VoiceConfig
+    playout: PlayoutConfig
+    models: ModelsConfig
 
     def replace(self, **overrides: Any) -> "Config":
         """Return a copy with dotted-key overrides applied, e.g. replace(**{"turns.hangover_ms": 200})."""
@@ -136,6 +139,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "turns.frame_ms": (lambda v: v in (10, 20, 30), "10, 20 or 30"),
     "turns.start_ms": (lambda v: v >= 10, ">= 10"),
     "turns.hangover_ms": (lambda v: v >= 20, ">= 20"),
+    "turns.speculative_ms": (lambda v: v >= 0, ">= 0"),
     "turns.min_speech_ms": (lambda v: v >= 0, ">= 0"),
     "turns.max_utterance_ms": (lambda v: v >= 1000, ">= 1000"),
     "turns.preroll_ms": (lambda v: v >= 0, ">= 0"),
@@ -145,6 +149,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "asr.threads": (lambda v: v >= 1, ">= 1"),
     "asr.beam_size": (lambda v: v >= 1, ">= 1"),
     "llm.threads": (lambda v: v >= 1, ">= 1"),
+    "llm.batch_threads": (lambda v: v >= 1, ">= 1"),
     "llm.context_tokens": (lambda v: v >= 256, ">= 256"),
     "llm.max_tokens": (lambda v: v >= 1, ">= 1"),
     "llm.temperature": (lambda v: 0 <= v <= 2, "0..2"),
@@ -290,9 +295,8 @@ def load_config(
     with open(DEFAULT_TOML, "rb") as fh:
         raw: dict[str, dict[str, Any]] = tomllib.load(fh)
     # The default file itself must match the schema exactly.
-    defaults = to_dict(Config())
-    for section in defaults:
-        missing = set(defaults[section]) - set(raw.get(section, {}))
+    for section, section_cls in _sections().items():
+        missing = set(_field_types(section_cls)) - set(raw.get(section, {}))
         if missing:
             raise ConfigError(f"{DEFAULT_TOML}: missing keys {sorted(f'{section}.{k}' for k in missing)}")
     if path is not None:

@@ -134,6 +134,9 @@ class AgentSession:
             if self._turn is not None:
                 self.barge_in()
             self.emit({"type": "speech_start"})
+        elif event.kind == "speech_pause":
+            assert event.audio is not None
+            self.conversation.prefetch(event.audio)
         elif event.kind == "speech_end":
             assert event.audio is not None
             self.start_turn(event.audio, event.speech_ended_at or event.at, event.at)
@@ -211,6 +214,9 @@ class AgentSession:
     async def _answer(self, turn: ActiveTurn, audio: np.ndarray) -> None:
         timeline = turn.timeline
         phrase_queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # Set when the first phrase has audio. Until then the producer reads no more text, so the
+        # brain pauses (backpressure) and the voice has the CPU for the first phrase.
+        first_audio = asyncio.Event()
 
         def on_transcript(text: str) -> None:
             timeline.mark("transcript", self.clock())
@@ -224,13 +230,14 @@ class AgentSession:
                     async for phrase in phrases:
                         timeline.mark("first_phrase", self.clock())
                         await phrase_queue.put(phrase)
+                        await first_audio.wait()
             finally:
                 await pieces.aclose()
                 await phrase_queue.put(None)
 
         producer = asyncio.create_task(produce_phrases())
         try:
-            await self._speak_phrases(turn, phrase_queue)
+            await self._speak_phrases(turn, phrase_queue, first_audio)
             await producer  # re-raises a brain failure
         finally:
             if not producer.done():
@@ -238,18 +245,27 @@ class AgentSession:
                 with contextlib.suppress(asyncio.CancelledError):
                     await producer
 
-    async def _speak_phrases(self, turn: ActiveTurn, phrase_queue: asyncio.Queue[str | None]) -> None:
+    async def _speak_phrases(self, turn: ActiveTurn, phrase_queue: asyncio.Queue[str | None],
+                             first_audio: asyncio.Event) -> None:
         upsampler = StreamResampler(PLAYOUT_RATE)
-        while (text := await phrase_queue.get()) is not None:
-            phrase = SpokenPhrase(text)
-            turn.phrases.append(phrase)
-            async with contextlib.aclosing(self.voice.speak(text)) as chunks:
-                async for chunk in chunks:
-                    turn.timeline.mark("first_pcm", self.clock())
-                    self._queue_audio(turn, phrase, upsampler.samples(chunk, self.voice.sample_rate))
-            phrase.complete = True
-        if turn.phrases:
-            self._queue_audio(turn, turn.phrases[-1], upsampler.finish())
+        try:
+            while (text := await phrase_queue.get()) is not None:
+                phrase = SpokenPhrase(text)
+                turn.phrases.append(phrase)
+                started = self.clock()
+                async with contextlib.aclosing(self.voice.speak(text)) as chunks:
+                    async for chunk in chunks:
+                        turn.timeline.mark("first_pcm", self.clock())
+                        self._queue_audio(turn, phrase, upsampler.samples(chunk, self.voice.sample_rate))
+                        first_audio.set()
+                phrase.complete = True
+                first_audio.set()
+                log.debug("session %s turn %s: voiced %r (%.0f ms of audio) in %.0f ms", self.id, turn.timeline.turn,
+                          text, phrase.queued * 1000 / PLAYOUT_RATE, (self.clock() - started) * 1000)
+            if turn.phrases:
+                self._queue_audio(turn, turn.phrases[-1], upsampler.finish())
+        finally:
+            first_audio.set()
 
     def _queue_audio(self, turn: ActiveTurn, phrase: SpokenPhrase, samples: np.ndarray) -> None:
         if len(samples) == 0:

@@ -26,15 +26,25 @@ class ModelThread:
     async def run(self, fn: Callable[..., T], *args) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def stream(self, make_iterator: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[T]:
+    async def stream(self, make_iterator: Callable[[threading.Event], Iterator[T]],
+                     max_ahead: int | None = None) -> AsyncIterator[T]:
         """Iterate `make_iterator(stop)` in the model thread and yield its items here.
 
         `stop` is set when the consumer goes away; the worker checks it between items and the
-        iterator may check it too (e.g. a generation stopping criterion).
+        iterator may check it too (e.g. a generation stopping criterion). With `max_ahead`, the
+        worker pauses when that many items are waiting unconsumed (backpressure: a consumer that
+        stops pulling for a while, e.g. to give the CPU to the voice, pauses the model too).
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
+        room = threading.Semaphore(max_ahead) if max_ahead else None
+
+        def wait_for_room() -> bool:
+            while not room.acquire(timeout=0.05):  # type: ignore[union-attr]
+                if stop.is_set():
+                    return False
+            return True
 
         def deliver(item, error=None) -> None:
             try:
@@ -46,7 +56,7 @@ class ModelThread:
             iterator = iter(make_iterator(stop))
             try:
                 for item in iterator:
-                    if stop.is_set():
+                    if stop.is_set() or (room is not None and not wait_for_room()):
                         break
                     deliver(item)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
@@ -66,6 +76,8 @@ class ModelThread:
                     if error is not None:
                         raise error
                     break
+                if room is not None:
+                    room.release()
                 yield item
         finally:
             stop.set()

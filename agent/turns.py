@@ -24,10 +24,12 @@ BYTES_PER_SAMPLE = 2
 @dataclass
 class TurnEvent:
     """speech_start: the user began talking (barge-in point).
+    speech_pause: a short silence inside speech; `audio` is the utterance so far, exactly what
+        speech_end will carry if the user says nothing more (for speculative transcription).
     speech_end: the utterance is complete; `audio` holds it (int16, 16 kHz).
     speech_discarded: the sound after speech_start was too short to be a turn."""
 
-    kind: Literal["speech_start", "speech_end", "speech_discarded"]
+    kind: Literal["speech_start", "speech_pause", "speech_end", "speech_discarded"]
     at: float  # clock time the decision was made
     speech_ended_at: float | None = None  # clock time of the last voiced frame (speech_end only)
     audio: np.ndarray | None = None
@@ -48,6 +50,13 @@ class TurnDetector:
         self._start_frames = max(1, -(-c.start_ms // c.frame_ms))
         self._hangover_frames = max(1, -(-c.hangover_ms // c.frame_ms))
         self._max_frames = c.max_utterance_ms // c.frame_ms
+        # Trailing silence kept at the end of an utterance (natural word endings).
+        self._keep_tail = max(1, 100 // c.frame_ms)
+        # A pause this long inside speech triggers speech_pause (0 = never); it must be at least
+        # the kept tail so the speculative audio is the same as the final one.
+        self._pause_frames = 0
+        if c.speculative_ms:
+            self._pause_frames = min(self._hangover_frames - 1, max(self._keep_tail, -(-c.speculative_ms // c.frame_ms)))
         preroll_frames = c.preroll_ms // c.frame_ms
         self._pending = bytearray()
         self._ring: deque[bytes] = deque(maxlen=preroll_frames + self._start_frames)
@@ -105,23 +114,27 @@ class TurnDetector:
             self._silence_run += 1
         if self._silence_run >= self._hangover_frames:
             return self._finish(now, forced=False)
+        if self._pause_frames and self._silence_run == self._pause_frames and self._voiced_frames * self.config.frame_ms >= self.config.min_speech_ms:
+            return TurnEvent("speech_pause", at=now, speech_ended_at=self._last_voiced_at, audio=self._trimmed_audio(),
+                             voiced_ms=self._voiced_frames * self.config.frame_ms)
         if len(self._utterance) >= self._max_frames:
             return self._finish(now, forced=True)
         return None
 
+    def _trimmed_audio(self) -> np.ndarray:
+        """The utterance so far, without trailing silence beyond the kept tail."""
+        keep = len(self._utterance) - self._silence_run + min(self._silence_run, self._keep_tail)
+        return np.frombuffer(b"".join(self._utterance[:keep]), dtype=np.int16).copy()
+
     def _finish(self, now: float, forced: bool) -> TurnEvent:
-        frame_ms = self.config.frame_ms
-        voiced_ms = self._voiced_frames * frame_ms
-        # Keep a little of the trailing silence (natural word endings), drop the rest.
-        keep_tail = min(self._silence_run, max(1, 100 // frame_ms))
-        frames = self._utterance[: len(self._utterance) - self._silence_run + keep_tail]
+        voiced_ms = self._voiced_frames * self.config.frame_ms
+        audio = self._trimmed_audio()
         self._in_speech = False
         self._utterance = []
         self._silence_run = 0
         self._voiced_frames = 0
         if voiced_ms < self.config.min_speech_ms:
             return TurnEvent("speech_discarded", at=now, voiced_ms=voiced_ms)
-        audio = np.frombuffer(b"".join(frames), dtype=np.int16).copy()
         return TurnEvent(
             "speech_end", at=now, speech_ended_at=self._last_voiced_at, audio=audio,
             voiced_ms=voiced_ms, forced=forced,

@@ -42,8 +42,8 @@ class SentUtterance:
 
 
 class LoopbackClient:
-    def __init__(self, ice: IceConfig | None = None, jitter_prefetch: int = 1) -> None:
-        self.ice = ice or IceConfig()
+    def __init__(self, ice: IceConfig, jitter_prefetch: int = 1) -> None:
+        self.ice = ice
         self.jitter_prefetch = jitter_prefetch
         self.mic_queue = PcmQueue()
         self.mic = PlayoutTrack(self.mic_queue)

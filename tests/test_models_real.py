@@ -95,3 +95,18 @@ async def test_cascade_answers_a_spoken_question(models, spoken):
     assert "paris" in answer.lower()
     conversation.record_agent_reply(answer)
     assert [m["role"] for m in conversation.history] == ["user", "assistant"]
+
+
+async def test_speculative_transcription_is_reused_when_the_audio_is_the_same(models, spoken):
+    audio_48k = await spoken("What is the capital of France?")
+    resampler = StreamResampler(16000)
+    audio = np.concatenate([resampler.samples(audio_48k, 48000), resampler.finish()])
+    conversation = models.brain.new_conversation()
+    conversation.prefetch(audio[: len(audio) // 2])  # stale: the user went on talking
+    conversation.prefetch(audio)
+    transcripts = []
+    async with contextlib.aclosing(conversation.reply(audio.copy(), transcripts.append)) as pieces:
+        async for _ in pieces:
+            break
+    assert conversation.speculative_hits == 1
+    assert "france" in transcripts[0].lower()

@@ -5,7 +5,7 @@ from agent.turns import TurnDetector
 
 from .synth import RATE, noise, silence, voiced
 
-CFG = TurnsConfig(vad_aggressiveness=2, frame_ms=20, start_ms=100, hangover_ms=300,
+CFG = TurnsConfig(vad_aggressiveness=2, frame_ms=20, start_ms=100, hangover_ms=300, speculative_ms=120,
                   min_speech_ms=200, max_utterance_ms=5000, preroll_ms=200)
 
 
@@ -30,13 +30,14 @@ def run(detector, clock, audio, chunk_samples=333):
 
 
 def kinds(events):
-    return [k for k, _ in events]
+    return [k for k, _ in events if k != "speech_pause"]
 
 
 def test_one_utterance_gives_start_then_end_after_the_hangover():
     clock = FakeClock()
     detector = TurnDetector(CFG, clock=clock)
-    events = run(detector, clock, np.concatenate([silence(500), voiced(1000), silence(1000)]))
+    events = [(k, e) for k, e in run(detector, clock, np.concatenate([silence(500), voiced(1000), silence(1000)]))
+              if k != "speech_pause"]
     assert kinds(events) == ["speech_start", "speech_end"]
     start, end = events[0][1], events[1][1]
     assert 0.5 <= start.at <= 0.5 + 0.25
@@ -94,3 +95,26 @@ def test_chunking_does_not_change_decisions():
         detector = TurnDetector(CFG, clock=clock)
         results.append([(k, len(e.audio) if e.audio is not None else 0) for k, e in run(detector, clock, audio, chunk)])
     assert all(r == results[0] for r in results)
+
+
+def test_speculative_pause_carries_exactly_the_audio_the_end_will_carry():
+    clock = FakeClock()
+    detector = TurnDetector(CFG, clock=clock)
+    events = run(detector, clock, np.concatenate([silence(300), voiced(900), silence(800)]))
+    assert [k for k, _ in events] == ["speech_start", "speech_pause", "speech_end"]
+    pause, end = events[1][1], events[2][1]
+    assert np.array_equal(pause.audio, end.audio)
+    assert pause.at < end.at  # the pause comes a good while before the end-of-turn decision
+    assert end.at - pause.at >= (CFG.hangover_ms - CFG.speculative_ms) / 1000 - 0.03
+
+
+def test_speech_after_a_pause_makes_the_speculation_stale():
+    clock = FakeClock()
+    detector = TurnDetector(CFG.__class__(**{**CFG.__dict__, "hangover_ms": 600}), clock=clock)
+    audio = np.concatenate([voiced(700), silence(350), voiced(600, seed=7), silence(1000)])
+    events = run(detector, clock, audio)
+    pauses = [e for k, e in events if k == "speech_pause"]
+    end = next(e for k, e in events if k == "speech_end")
+    assert len(pauses) == 2
+    assert not np.array_equal(pauses[0].audio, end.audio)
+    assert np.array_equal(pauses[-1].audio, end.audio)
