@@ -7,6 +7,19 @@ cd "$(dirname "$0")"
 VENV=.venv
 PY="$VENV/bin/python"
 
+system_packages() {
+  # Debian's Chromium for the browser end-to-end test (Playwright drives the system binary; it
+  # never downloads a browser).
+  command -v chromium >/dev/null && return 0
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  echo "== installing Debian packages: chromium"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; }; then
+    echo "could not install chromium with apt-get; the browser test needs it" >&2
+    [ "${CI:-}" = "true" ] && exit 1
+  fi
+}
+
 install() {
   if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV"
@@ -36,6 +49,7 @@ case "$cmd" in
     install
     exec "$PY" run.py serve "$@" ;;
   test)
+    system_packages
     install
     exec ./scripts/run-tests.sh "$@" ;;
   bench)

@@ -27,7 +27,7 @@ from agent.playout import SAMPLE_RATE as WIRE_RATE
 from agent.timeline import STAGES
 from agent.voice import Voice
 
-from .app import create_app
+from .app import REGISTRY, create_app
 from .ice import apply_host_addresses
 from .loopback_client import LoopbackClient
 
@@ -116,6 +116,16 @@ async def play_turn(client: LoopbackClient, question: np.ndarray, turn: int, tim
     return TurnResult(turn, "", v2v, timeline["ms"], timeline["outcome"], answer)
 
 
+def outbound_lateness(stats) -> dict[str, float]:
+    return {
+        "p50_ms": round(stats.lateness_percentile(50) * 1000, 2),
+        "p99_ms": round(stats.lateness_percentile(99) * 1000, 2),
+        "max_ms": round(stats.max_lateness_s * 1000, 2),
+        "frames": stats.frames,
+        "stalls": stats.stalls,
+    }
+
+
 def summarize(results: list[TurnResult]) -> dict[str, dict[str, float]]:
     columns: dict[str, list[float]] = {"voice_to_voice": [r.voice_to_voice_ms for r in results if r.voice_to_voice_ms is not None]}
     for stage in STAGES[1:]:
@@ -156,7 +166,8 @@ async def run_bench(config: Config, turns: int, wavs: list[str], json_path: str 
         else:
             questions = [(q, await synthesize_question(models.voice, q)) for q in DEFAULT_QUESTIONS]
         results: list[TurnResult] = []
-        async with running_agent(config, models) as (url, _app):
+        lateness: dict[str, float] = {}
+        async with running_agent(config, models) as (url, app):
             client = LoopbackClient(config.ice, config.ice.jitter_prefetch)
             await client.connect(url)
             await asyncio.sleep(1.0)
@@ -167,13 +178,16 @@ async def run_bench(config: Config, turns: int, wavs: list[str], json_path: str 
                 results.append(result)
                 print(f"turn {result.turn}: v2v {result.voice_to_voice_ms} ms, {result.outcome}", file=sys.stderr)
                 await asyncio.sleep(0.5)
+            lateness = outbound_lateness(app[REGISTRY].peers[client.session_id].session.playout.stats)
             await client.close()
         summary = summarize(results)
         print_report(results, summary)
+        print(f"\noutbound frame lateness over the run (ms): p50 {lateness['p50_ms']:.2f}, p99 {lateness['p99_ms']:.2f}, "
+              f"max {lateness['max_ms']:.2f}; clock re-anchored after stalls: {lateness['stalls']}")
         if json_path:
             Path(json_path).write_text(json.dumps({
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "turns": [r.__dict__ for r in results], "summary": summary,
+                "turns": [r.__dict__ for r in results], "summary": summary, "outbound_lateness": lateness,
             }, indent=2))
     finally:
         models.close()

@@ -20,9 +20,17 @@ _original_get_host_addresses = aioice.ice.get_host_addresses
 
 
 def apply_host_addresses(addresses: list[str]) -> None:
-    """Make every peer connection in this process gather host candidates only on `addresses`."""
+    """Make every peer connection in this process gather host candidates only on `addresses`.
+
+    An empty list means every interface, as aioice does, plus 127.0.0.1 (which aioice skips), so
+    clients on the same machine connect even when it has no network at all.
+    """
     if not addresses:
-        aioice.ice.get_host_addresses = _original_get_host_addresses
+        def all_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            found = _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+            return found + ["127.0.0.1"] if use_ipv4 else found
+
+        aioice.ice.get_host_addresses = all_host_addresses
         return
     pinned = list(addresses)
 

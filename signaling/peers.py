@@ -26,23 +26,27 @@ log = logging.getLogger(__name__)
 
 
 class WatchedTrack(MediaStreamTrack):
-    """Wraps the inbound track: a recv() that waits longer than `idle_timeout_s` ends the track
-    and reports the peer as gone (RTP stopped: the peer vanished)."""
+    """Wraps the inbound track: once audio has flowed, a recv() that waits longer than
+    `idle_timeout_s` ends the track and reports the peer as gone (RTP stopped: the peer
+    vanished). The first frame may take up to `first_timeout_s` (ICE and DTLS set-up)."""
 
     kind = "audio"
 
-    def __init__(self, track: MediaStreamTrack, idle_timeout_s: float, on_idle) -> None:
+    def __init__(self, track: MediaStreamTrack, idle_timeout_s: float, first_timeout_s: float, on_idle) -> None:
         super().__init__()
         self._track = track
         self._idle_timeout_s = idle_timeout_s
+        self._timeout_s = first_timeout_s
         self._on_idle = on_idle
 
     async def recv(self):
         try:
-            return await asyncio.wait_for(self._track.recv(), self._idle_timeout_s)
+            frame = await asyncio.wait_for(self._track.recv(), self._timeout_s)
         except TimeoutError:
             self._on_idle()
             raise MediaStreamError from None
+        self._timeout_s = self._idle_timeout_s
+        return frame
 
 
 @dataclass
@@ -85,7 +89,7 @@ class PeerRegistry:
                 if transceiver.receiver.track is track:
                     set_jitter_prefetch(transceiver.receiver, self.config.ice.jitter_prefetch)
             idle = lambda: asyncio.ensure_future(self.release(peer, "inbound audio stopped"))  # noqa: E731
-            session.attach_inbound(WatchedTrack(track, server.peer_idle_timeout_s, idle))
+            session.attach_inbound(WatchedTrack(track, server.peer_idle_timeout_s, server.ice_connect_timeout_s, idle))
 
         @pc.on("datachannel")
         def on_datachannel(channel) -> None:

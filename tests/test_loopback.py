@@ -93,7 +93,7 @@ async def test_interrupting_mid_answer_silences_the_agent(config, models, agent_
         await client.close()
 
 
-async def test_a_vanished_peer_is_released(config, models, agent_url):
+async def test_a_peer_that_vanishes_mid_answer_is_released(config, models, agent_url, spoken):
     import aiohttp
 
     client = await connected_client(config, agent_url)
@@ -101,7 +101,10 @@ async def test_a_vanished_peer_is_released(config, models, agent_url):
         async with http.get(f"{agent_url}/healthz") as resp:
             before = (await resp.json())["sessions"]
         assert before >= 1
-        client.mic.stop()  # RTP stops without any goodbye
+        sent = client.say(await spoken("Tell me a long story about a brave knight and a dragon."))
+        await sent.done.wait()
+        await client.wait_event(is_type("state", state="speaking"), 90)
+        client.mic.stop()  # RTP stops without any goodbye, while the agent is talking
         deadline = asyncio.get_running_loop().time() + config.server.peer_idle_timeout_s + 5
         while asyncio.get_running_loop().time() < deadline:
             async with http.get(f"{agent_url}/healthz") as resp:
