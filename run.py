@@ -57,10 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_keys_help())
     models = sub.add_parser("models", parents=[common], help="assemble and verify model files")
     models.add_argument("--verify", action="store_true", help="re-hash every model file (ignore the verified stamps)")
-    bench = sub.add_parser("bench", parents=[common], help="headless loopback latency turns")
-    bench.add_argument("--turns", type=int, default=5, help="number of spoken questions to play (default 5)")
-    bench.add_argument("--wav", action="append", default=[], help="a WAV file with a spoken question (repeatable)")
-    bench.add_argument("--json", metavar="FILE", help="also write the per-turn figures as JSON")
+    bench = sub.add_parser("bench", parents=[common], help="headless loopback latency benchmark",
+                           description="Headless loopback latency benchmark: plays spoken questions to the agent "
+                                       "over WebRTC on 127.0.0.1 and reports each turn's timeline.")
+    bench.add_argument("--turns", type=int, default=5, help="questions to play per call (default 5)")
+    bench.add_argument("--wav", action="append", default=[], help="a 16-bit WAV with a spoken question (repeatable; "
+                       "default: questions the agent's own voice speaks)")
+    bench.add_argument("--stub", action="store_true", help="instant scripted brain and tone voice: measure the "
+                       "pipeline and transport alone")
+    bench.add_argument("--concurrency", type=int, default=1, metavar="K", help="K calls at once (default 1)")
+    bench.add_argument("--url", help="benchmark a running agent at this URL instead of one in-process")
+    bench.add_argument("--prefetch", type=int, default=1, help="the client's receive jitter-buffer prefetch in packets "
+                       "(default 1; the agent's own is ice.jitter_prefetch)")
+    bench.add_argument("--out", metavar="DIR", help="where to write the JSON, Markdown and PNG (default artifacts/bench)")
+    bench.add_argument("--report", action="store_true", help="run the standard set and rewrite BENCHMARKS.md")
     return parser
 
 
@@ -156,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         if command == "bench":
             from signaling.bench import run_bench
 
-            return asyncio.run(run_bench(config, turns=args.turns, wavs=args.wav, json_path=args.json))
+            if args.turns < 1 or args.concurrency < 1:
+                parser.error("--turns and --concurrency must be at least 1")
+            return asyncio.run(run_bench(config, turns=args.turns, wavs=args.wav, stub=args.stub,
+                                         concurrency=args.concurrency, url=args.url, out_dir=args.out,
+                                         report=args.report, client_prefetch=args.prefetch))
         asyncio.run(_serve(config))
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -134,7 +134,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "server.log_level": (lambda v: v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}, "DEBUG, INFO, WARNING or ERROR"),
     "server.peer_idle_timeout_s": (lambda v: v > 0, "> 0"),
     "server.ice_connect_timeout_s": (lambda v: v > 0, "> 0"),
-    "ice.jitter_prefetch": (lambda v: 0 <= v <= 16, "0..16"),
+    "ice.jitter_prefetch": (lambda v: 0 <= v <= 8, "0..8"),
     "turns.vad_aggressiveness": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
     "turns.frame_ms": (lambda v: v in (10, 20, 30), "10, 20 or 30"),
     "turns.start_ms": (lambda v: v >= 10, ">= 10"),

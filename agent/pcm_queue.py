@@ -37,6 +37,8 @@ class PcmQueue:
         self._segments: deque[Segment] = deque()
         self._queued = 0
         self.max_samples = max_samples
+        # Called after every push (the playout track uses it to wake up for fresh audio).
+        self.on_push: Callable[[], None] | None = None
 
     @property
     def queued_samples(self) -> int:
@@ -55,10 +57,12 @@ class PcmQueue:
         segment = Segment(samples=samples, tag=tag, on_start=on_start, on_done=on_done)
         self._segments.append(segment)
         self._queued += len(samples)
+        if self.on_push is not None:
+            self.on_push()
         return segment
 
-    def pull(self, n: int) -> tuple[np.ndarray, bool]:
-        """Return exactly n samples (silence-padded) and whether any of them came from the queue."""
+    def pull(self, n: int) -> tuple[np.ndarray, int]:
+        """Return exactly n samples (silence-padded) and how many of them came from the queue."""
         out = np.zeros(n, dtype=np.int16)
         filled = 0
         while filled < n and self._segments:
@@ -74,7 +78,7 @@ class PcmQueue:
                 self._segments.popleft()
                 if segment.on_done is not None:
                     segment.on_done(segment, segment.played)
-        return out, filled > 0
+        return out, filled
 
     def flush(self) -> int:
         """Drop all queued audio now; return how many samples were dropped."""

@@ -4,6 +4,11 @@ absolute clock.
 Frame k is due at start + k * frame_duration. recv() sleeps until the frame is due (never on a
 relative sleep, which drifts), sends silence when the queue is empty, and after a stall longer
 than max_lag moves the whole timeline forward instead of bursting out the backlog.
+
+While idle (the queue is empty), fresh audio does not wait for the next frame slot: the track
+wakes up and sends it at once, moving the timeline earlier by less than one frame. The receiver
+sees one packet arrive early, which its jitter buffer absorbs; the answer starts up to a frame
+sooner.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class PlayoutTrack(MediaStreamTrack):
         max_lag_ms: int = 100,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wake_on_audio: bool = True,
     ) -> None:
         super().__init__()
         self.queue = queue
@@ -60,8 +66,12 @@ class PlayoutTrack(MediaStreamTrack):
         self._pts = 0
         self._time_base = fractions.Fraction(1, SAMPLE_RATE)
         self.stats = PlayoutStats()
-        # Called with the clock time a frame is handed to the sender, for frames with audio.
-        self.on_audible_frame: Callable[[float], None] | None = None
+        # Called for every frame handed to the sender: (lateness in s, samples taken from the queue).
+        self.on_frame: Callable[[float, int], None] | None = None
+        self._audio_ready: asyncio.Event | None = None
+        if wake_on_audio:
+            self._audio_ready = asyncio.Event()
+            queue.on_push = self._audio_ready.set
 
     @property
     def pts(self) -> int:
@@ -81,8 +91,18 @@ class PlayoutTrack(MediaStreamTrack):
         due = self._start + self._pts / SAMPLE_RATE
         now = self._clock()
         if due > now:
-            await self._sleep(due - now)
-            now = self._clock()
+            if self._audio_ready is not None and self.queue.queued_samples == 0:
+                self._audio_ready.clear()
+                try:
+                    await asyncio.wait_for(self._audio_ready.wait(), due - now)
+                    now = self._clock()
+                    self._start -= max(0.0, due - now)  # audio arrived while idle: send it now
+                    due = min(due, now)
+                except TimeoutError:
+                    now = self._clock()
+            else:
+                await self._sleep(due - now)
+                now = self._clock()
         lateness = max(0.0, now - due)
         if lateness > self.max_lag_s:
             # Stalled (the loop was blocked or the peer stopped pulling): re-anchor the clock so
@@ -94,14 +114,14 @@ class PlayoutTrack(MediaStreamTrack):
         stats.recent_lateness_s.append(lateness)
         if lateness > stats.max_lateness_s:
             stats.max_lateness_s = lateness
-        samples, audible = self.queue.pull(self.samples_per_frame)
+        samples, filled = self.queue.pull(self.samples_per_frame)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts
         frame.time_base = self._time_base
         self._pts += self.samples_per_frame
-        if audible:
+        if filled:
             stats.audible_frames += 1
-            if self.on_audible_frame is not None:
-                self.on_audible_frame(now)
+        if self.on_frame is not None:
+            self.on_frame(lateness, filled)
         return frame

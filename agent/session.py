@@ -83,6 +83,7 @@ class AgentSession:
         self.turns = TurnDetector(config.turns, clock=clock)
         self.playout_queue = PcmQueue(max_samples=int(config.playout.max_queue_s * PLAYOUT_RATE))
         self.playout = PlayoutTrack(self.playout_queue, config.playout.frame_ms, config.playout.max_lag_ms)
+        self.playout.on_frame = self._on_playout_frame
         self.state = "listening"
         self.turn_count = 0
         self.timelines: list[TurnTimeline] = []
@@ -113,6 +114,11 @@ class AgentSession:
         if state != self.state:
             self.state = state
             self.emit({"type": "state", "state": state})
+
+    def _on_playout_frame(self, lateness_s: float, filled: int) -> None:
+        turn = self._turn
+        if turn is not None and "first_frame" in turn.timeline.marks:
+            turn.timeline.playout.frame(lateness_s, filled, self.playout.samples_per_frame, PLAYOUT_RATE)
 
     # -- inbound -> turns ------------------------------------------------------------------
     async def _read_inbound(self, track: MediaStreamTrack) -> None:

@@ -18,6 +18,24 @@ DEFAULT_SCRIPT = ("Sure. This is the scripted stub answer, spoken as a tone, "
                   "so the pipeline and the transport can be measured by themselves.")
 
 
+def vowel_sound(ms: int, rate: int = 16000, f0: float = 140.0, seed: int = 0) -> np.ndarray:
+    """A vowel-like int16 signal that webrtcvad accepts as speech: harmonics of f0 with
+    formant-shaped amplitudes, syllable-rate amplitude modulation and a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rate * ms // 1000) / rate
+    signal = np.zeros_like(t)
+    for k in range(1, 30):
+        f = k * f0
+        if f > 3800:
+            break
+        gain = np.exp(-((f - 700) / 300) ** 2) + 0.6 * np.exp(-((f - 1200) / 400) ** 2) + 0.3 * np.exp(-((f - 2500) / 500) ** 2)
+        signal += gain * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t)
+    signal = signal * envelope / np.max(np.abs(signal)) * 0.5
+    signal += rng.normal(0, 0.003, len(t))
+    return (signal * 32767).astype(np.int16)
+
+
 class ScriptedBrain(Brain):
     """Answers every utterance with the same script, word by word, after an optional delay."""
 

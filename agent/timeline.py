@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 # Stage marks in pipeline order.
 STAGES = (
     "speech_end",  # last voiced frame of the user's utterance
@@ -20,11 +22,49 @@ STAGES = (
 )
 
 
+GAP_MS = 40  # silence longer than this inside an answer (audio not ready in time) is a gap
+
+
+@dataclass
+class PlayoutMeter:
+    """What the outbound track did during one answer: frame lateness and gaps (underruns)."""
+
+    lateness_s: list[float] = field(default_factory=list)
+    gaps_ms: list[float] = field(default_factory=list)
+    _underrun: int = 0  # silent samples since audio last flowed
+    _started: bool = False
+
+    def frame(self, lateness_s: float, filled: int, frame_samples: int, rate: int) -> None:
+        self.lateness_s.append(lateness_s)
+        if not self._started:
+            self._started = filled > 0
+            self._underrun = frame_samples - filled if filled else 0
+            return
+        if filled and self._underrun:
+            gap_ms = self._underrun * 1000.0 / rate
+            if gap_ms > GAP_MS:
+                self.gaps_ms.append(round(gap_ms, 1))
+            self._underrun = 0
+        self._underrun += frame_samples - filled
+
+    def summary(self) -> dict:
+        late = np.asarray(self.lateness_s) * 1000.0 if self.lateness_s else np.zeros(1)
+        return {
+            "frames": len(self.lateness_s),
+            "lateness_p50_ms": round(float(np.percentile(late, 50)), 2),
+            "lateness_p99_ms": round(float(np.percentile(late, 99)), 2),
+            "lateness_max_ms": round(float(late.max()), 2),
+            "gaps": len(self.gaps_ms),
+            "gap_max_ms": max(self.gaps_ms, default=0.0),
+        }
+
+
 @dataclass
 class TurnTimeline:
     turn: int
     marks: dict[str, float] = field(default_factory=dict)
     outcome: str = "pending"  # answered | interrupted | error | empty
+    playout: PlayoutMeter = field(default_factory=PlayoutMeter)
 
     def mark(self, stage: str, at: float) -> bool:
         """Record the first time a stage happened; later calls are ignored. True if recorded."""
@@ -43,8 +83,13 @@ class TurnTimeline:
         return {stage: round((self.marks[stage] - origin) * 1000.0, 1) for stage in STAGES if stage in self.marks}
 
     def as_event(self) -> dict:
-        return {"type": "timeline", "turn": self.turn, "outcome": self.outcome, "ms": self.relative_ms()}
+        """The turn's figures for the events channel. `clock` holds the raw marks (monotonic
+        seconds, comparable between processes on one machine) for transport measurements."""
+        return {"type": "timeline", "turn": self.turn, "outcome": self.outcome, "ms": self.relative_ms(),
+                "clock": dict(self.marks), "playout": self.playout.summary()}
 
     def log_line(self) -> str:
         figures = " ".join(f"{stage}=+{ms:.0f}ms" for stage, ms in self.relative_ms().items() if stage != "speech_end")
-        return f"turn {self.turn} {self.outcome}: {figures}"
+        playout = self.playout.summary()
+        return (f"turn {self.turn} {self.outcome}: {figures} lateness_p99={playout['lateness_p99_ms']:.1f}ms "
+                f"gaps={playout['gaps']}")

@@ -1,20 +1,23 @@
-"""Headless loopback latency turns: the real agent in-process, an aiortc client on 127.0.0.1.
+"""Headless loopback latency benchmark: the real agent (in-process, or a running one by URL) and
+headless aiortc peers on 127.0.0.1, playing spoken questions one turn after another.
 
-Plays spoken questions (made with the agent's own voice, or WAVs given by the user) one turn at
-a time and reads, per turn, voice-to-voice latency at the client and the server's timeline.
+Per turn it reads voice-to-voice latency at the client (end of the question's speech in the sent
+audio -> first audible agent frame received), the server's timeline, one-way transport (server
+hands the first answer frame to its sender -> the client has it decoded), gaps inside the
+answer's playback, and outbound frame lateness. `--stub` swaps in an instant scripted brain and a
+tone voice to measure the pipeline and transport alone; `--concurrency K` runs K calls at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import statistics
+import os
 import sys
 import time
 import wave
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +27,10 @@ from agent.audio import StreamResampler
 from agent.config import Config
 from agent.models import AgentModels, load_models
 from agent.playout import SAMPLE_RATE as WIRE_RATE
-from agent.timeline import STAGES
+from agent.stub import ScriptedBrain, ToneVoice, vowel_sound
 from agent.voice import Voice
 
-from .app import REGISTRY, create_app
+from .app import create_app
 from .ice import apply_host_addresses
 from .loopback_client import LoopbackClient
 
@@ -40,6 +43,7 @@ DEFAULT_QUESTIONS = (
     "What is the largest planet in our solar system?",
     "Which animal is known as the king of the jungle?",
 )
+SILENT_PEAK = 64  # a received frame whose peak is above this carries audio (Opus silence decodes to ~0)
 
 
 def loopback_config(config: Config) -> Config:
@@ -66,6 +70,7 @@ async def running_agent(config: Config, models: AgentModels):
         await runner.cleanup()
 
 
+# -- questions --------------------------------------------------------------------------------
 def trim_silence(samples: np.ndarray, rate: int, threshold: float = 0.01, pad_ms: int = 20) -> np.ndarray:
     loud = np.flatnonzero(np.abs(samples.astype(np.float32)) > threshold * 32767)
     if len(loud) == 0:
@@ -95,100 +100,165 @@ def read_wav_48k(path: str | Path) -> np.ndarray:
     return trim_silence(out, WIRE_RATE)
 
 
+def synthetic_questions() -> list[tuple[str, np.ndarray]]:
+    """Vowel-like sounds the VAD takes for speech (for --stub, which needs no speech models)."""
+    out = []
+    for i, ms in enumerate((1200, 900, 1500)):
+        out.append((f"(synthetic vowel sound, {ms} ms)", vowel_sound(ms, WIRE_RATE, f0=120 + 20 * i, seed=i)))
+    return out
+
+
+# -- one turn ---------------------------------------------------------------------------------
 @dataclass
 class TurnResult:
+    call: int
     turn: int
     question: str
-    voice_to_voice_ms: float | None
-    server_ms: dict[str, float]
     outcome: str
     answer: str
+    voice_to_voice_ms: float | None
+    transport_ms: float | None
+    server_ms: dict[str, float]
+    playout: dict[str, float]
+    # Server's end-of-speech mark (last voiced VAD frame) minus the moment the client sent the
+    # question's last frame: uplink transport, minus any speech tail the VAD did not call voiced.
+    vad_end_offset_ms: float | None = None
 
 
-async def play_turn(client: LoopbackClient, question: np.ndarray, turn: int, timeout_s: float = 90.0) -> TurnResult:
+async def play_turn(client: LoopbackClient, question: np.ndarray, turn: int, call: int, label: str,
+                    timeout_s: float = 120.0) -> TurnResult:
     since = len(client.events)
+    frames_before = len(client.frames)
     sent = client.say(question)
     await sent.done.wait()
     timeline = await client.wait_event(lambda e: e.get("type") == "timeline" and e.get("turn") == turn, timeout_s, since)
     answer = " ".join(e["text"] for _, e in client.events[since:] if e.get("type") == "agent_text" and e.get("turn") == turn)
-    first = client.first_audible_after(sent.ended_at or 0.0)
-    v2v = round((first.at - sent.ended_at) * 1000.0, 1) if first is not None and sent.ended_at else None
-    return TurnResult(turn, "", v2v, timeline["ms"], timeline["outcome"], answer)
+    ended = sent.ended_at or 0.0
+    audible = client.first_audible_after(ended)
+    v2v = round((audible.at - ended) * 1000.0, 1) if audible is not None else None
+    transport = None
+    server_first_frame = timeline.get("clock", {}).get("first_frame")
+    if server_first_frame is not None:
+        first = next((f for f in client.frames[frames_before:]
+                      if f.at >= server_first_frame and np.abs(f.samples).max(initial=0) > SILENT_PEAK), None)
+        if first is not None:
+            transport = round((first.at - server_first_frame) * 1000.0, 1)
+    server_speech_end = timeline.get("clock", {}).get("speech_end")
+    offset = round((server_speech_end - ended) * 1000.0, 1) if server_speech_end is not None and ended else None
+    return TurnResult(call, turn, label, timeline["outcome"], answer, v2v, transport, timeline["ms"],
+                      timeline.get("playout", {}), offset)
 
 
-def outbound_lateness(stats) -> dict[str, float]:
-    return {
-        "p50_ms": round(stats.lateness_percentile(50) * 1000, 2),
-        "p99_ms": round(stats.lateness_percentile(99) * 1000, 2),
-        "max_ms": round(stats.max_lateness_s * 1000, 2),
-        "frames": stats.frames,
-        "stalls": stats.stalls,
-    }
+# -- a run ------------------------------------------------------------------------------------
+@dataclass
+class BenchRun:
+    mode: str  # "cascade" | "stub" | "url"
+    brain: str
+    voice: str
+    turns_per_call: int
+    concurrency: int
+    jitter_prefetch: int  # the client's receive jitter buffer, in packets
+    results: list[TurnResult] = field(default_factory=list)
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of this process over the run (server and clients when in-process)
+    started: str = ""
+
+    @property
+    def cpu_per_call_pct(self) -> float:
+        return 100.0 * self.cpu_s / max(1e-9, self.wall_s) / max(1, self.concurrency)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["cpu_per_call_pct"] = round(self.cpu_per_call_pct, 1)
+        return data
 
 
-def summarize(results: list[TurnResult]) -> dict[str, dict[str, float]]:
-    columns: dict[str, list[float]] = {"voice_to_voice": [r.voice_to_voice_ms for r in results if r.voice_to_voice_ms is not None]}
-    for stage in STAGES[1:]:
-        columns[stage] = [r.server_ms[stage] for r in results if stage in r.server_ms]
-    summary = {}
-    for name, values in columns.items():
-        if values:
-            ordered = sorted(values)
-            summary[name] = {
-                "median": round(statistics.median(ordered), 1),
-                "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 1),
-                "max": round(ordered[-1], 1),
-                "n": len(ordered),
-            }
-    return summary
+async def _call(url: str, config: Config, call: int, questions: list[tuple[str, np.ndarray]], turns: int,
+                progress, run: "BenchRun") -> None:
+    client = LoopbackClient(config.ice, run.jitter_prefetch)
+    try:
+        await client.connect(url)
+        hello = await client.wait_event(lambda e: e.get("type") == "hello", 10)
+        run.brain, run.voice = hello.get("brain", run.brain), hello.get("voice", run.voice)
+        await asyncio.sleep(0.5)
+        for i in range(turns):
+            label, audio = questions[(i + call) % len(questions)]
+            run.results.append(await play_turn(client, audio, turn=i + 1, call=call, label=label))
+            progress.update(1)
+            await asyncio.sleep(0.4)
+    finally:
+        await client.close()
 
 
-def print_report(results: list[TurnResult], summary: dict, out=sys.stdout) -> None:
-    stages = list(STAGES[1:])
-    header = ["turn", "v2v"] + stages
-    print(" ".join(f"{h:>12}" for h in header), file=out)
-    for r in results:
-        row = [str(r.turn), f"{r.voice_to_voice_ms:.0f}" if r.voice_to_voice_ms is not None else "-"]
-        row += [f"{r.server_ms[s]:.0f}" if s in r.server_ms else "-" for s in stages]
-        print(" ".join(f"{c:>12}" for c in row), f"  {r.outcome}: {r.question!r} -> {r.answer!r}", file=out)
-    print("\nms after end of speech (median / p90 / max):", file=out)
-    for name, figures in summary.items():
-        print(f"  {name:>15}: {figures['median']:7.0f} {figures['p90']:7.0f} {figures['max']:7.0f}  (n={figures['n']})", file=out)
+async def run_calls(url: str, config: Config, questions, turns: int, concurrency: int, run: BenchRun) -> BenchRun:
+    from tqdm import tqdm
+
+    started_wall, started_cpu = time.perf_counter(), time.process_time()
+    with tqdm(total=turns * concurrency, desc=f"{run.mode} x{concurrency}", unit="turn",
+              disable=not sys.stderr.isatty()) as progress:
+        await asyncio.gather(*(_call(url, config, c + 1, questions, turns, progress, run)
+                               for c in range(concurrency)))
+    run.wall_s = round(time.perf_counter() - started_wall, 2)
+    run.cpu_s = round(time.process_time() - started_cpu, 2)
+    run.results.sort(key=lambda r: (r.call, r.turn))
+    return run
 
 
-async def run_bench(config: Config, turns: int, wavs: list[str], json_path: str | None) -> int:
+def stub_models() -> AgentModels:
+    return AgentModels(ScriptedBrain(), ToneVoice(), load_s=0.0)
+
+
+async def bench_in_process(config: Config, models: AgentModels, questions, turns: int, concurrency: int,
+                           mode: str, client_prefetch: int = 1) -> BenchRun:
     config = loopback_config(config)
+    run = BenchRun(mode, models.brain.name, models.voice.name, turns, concurrency, client_prefetch,
+                   started=time.strftime("%Y-%m-%d %H:%M:%S"))
+    async with running_agent(config, models) as (url, _app):
+        return await run_calls(url, config, questions, turns, concurrency, run)
+
+
+async def questions_for(models: AgentModels | None, wavs: list[str]) -> list[tuple[str, np.ndarray]]:
+    if wavs:
+        return [(Path(w).name, read_wav_48k(w)) for w in wavs]
+    if models is None or isinstance(models.voice, ToneVoice):
+        return synthetic_questions()
+    return [(q, await synthesize_question(models.voice, q)) for q in DEFAULT_QUESTIONS]
+
+
+async def load_real_models(config: Config) -> AgentModels:
     models = await asyncio.to_thread(load_models, config, sys.stderr.isatty())
     await models.warm_up()
-    try:
-        if wavs:
-            questions = [(Path(w).name, read_wav_48k(w)) for w in wavs]
-        else:
-            questions = [(q, await synthesize_question(models.voice, q)) for q in DEFAULT_QUESTIONS]
-        results: list[TurnResult] = []
-        lateness: dict[str, float] = {}
-        async with running_agent(config, models) as (url, app):
-            client = LoopbackClient(config.ice, config.ice.jitter_prefetch)
-            await client.connect(url)
-            await asyncio.sleep(1.0)
-            for i in range(turns):
-                label, audio = questions[i % len(questions)]
-                result = await play_turn(client, audio, turn=i + 1)
-                result.question = label
-                results.append(result)
-                print(f"turn {result.turn}: v2v {result.voice_to_voice_ms} ms, {result.outcome}", file=sys.stderr)
-                await asyncio.sleep(0.5)
-            lateness = outbound_lateness(app[REGISTRY].peers[client.session_id].session.playout.stats)
-            await client.close()
-        summary = summarize(results)
-        print_report(results, summary)
-        print(f"\noutbound frame lateness over the run (ms): p50 {lateness['p50_ms']:.2f}, p99 {lateness['p99_ms']:.2f}, "
-              f"max {lateness['max_ms']:.2f}; clock re-anchored after stalls: {lateness['stalls']}")
-        if json_path:
-            Path(json_path).write_text(json.dumps({
-                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "turns": [r.__dict__ for r in results], "summary": summary, "outbound_lateness": lateness,
-            }, indent=2))
-    finally:
-        models.close()
+    return models
+
+
+async def run_bench(config: Config, turns: int, wavs: list[str], stub: bool = False, concurrency: int = 1,
+                    url: str | None = None, out_dir: str | None = None, report: bool = False,
+                    client_prefetch: int = 1) -> int:
+    from .bench_report import print_run, write_benchmarks_md, write_run_files
+
+    if report:
+        return await write_benchmarks_md(config, turns_override=turns if turns != 5 else None)
+    if url:
+        # A running agent: questions need a voice, so they come from WAVs or the local Kokoro.
+        speaker = None if wavs else await load_real_models(config)
+        questions = await questions_for(speaker, wavs)
+        if speaker is not None:
+            speaker.close()
+        loop_config = loopback_config(config)
+        run = BenchRun("url", "?", "?", turns, concurrency, client_prefetch,
+                       started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        apply_host_addresses(loop_config.ice.host_addresses)
+        run = await run_calls(url.rstrip("/"), loop_config, questions, turns, concurrency, run)
+    else:
+        models = stub_models() if stub else await load_real_models(config)
+        try:
+            questions = await questions_for(models, wavs)
+            run = await bench_in_process(config, models, questions, turns, concurrency, "stub" if stub else "cascade",
+                                         client_prefetch)
+        finally:
+            models.close()
+    print_run(run)
+    target = Path(out_dir or os.path.join("artifacts", "bench"))
+    for path in write_run_files(run, target):
+        print(f"wrote {path}")
     return 0

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.jitterbuffer import JitterBuffer
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from agent.config import IceConfig
 
@@ -42,18 +40,3 @@ def apply_host_addresses(addresses: list[str]) -> None:
 
 def rtc_configuration(config: IceConfig) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in config.servers])
-
-
-def set_jitter_prefetch(receiver: RTCRtpReceiver, prefetch: int) -> bool:
-    """Shim: aiortc's audio receiver buffers 4 packets (~80 ms) before decoding, with no setting.
-
-    Replaces the receiver's (private) jitter buffer with one of the same capacity and the given
-    prefetch. Must be called before media flows (e.g. in the "track" event). Returns False if
-    aiortc's internals changed and the shim could not apply.
-    """
-    attribute = "_RTCRtpReceiver__jitter_buffer"
-    current = getattr(receiver, attribute, None)
-    if not isinstance(current, JitterBuffer):
-        return False
-    setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
-    return True

@@ -22,7 +22,8 @@ from agent.config import IceConfig
 from agent.pcm_queue import PcmQueue, Segment
 from agent.playout import SAMPLE_RATE, PlayoutTrack
 
-from .ice import rtc_configuration, set_jitter_prefetch
+from .ice import rtc_configuration
+from .jitter import set_jitter_prefetch
 
 AUDIBLE_DBFS = -45.0  # a received frame louder than this counts as agent speech
 

@@ -20,7 +20,8 @@ from agent.config import Config
 from agent.models import AgentModels
 from agent.session import AgentSession
 
-from .ice import rtc_configuration, set_jitter_prefetch
+from .ice import rtc_configuration
+from .jitter import set_jitter_prefetch
 
 log = logging.getLogger(__name__)
 

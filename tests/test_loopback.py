@@ -16,7 +16,7 @@ def is_type(kind, **fields):
 
 
 async def connected_client(config, agent_url):
-    client = LoopbackClient(config.ice, config.ice.jitter_prefetch)
+    client = LoopbackClient(config.ice)
     await client.connect(agent_url)
     await client.wait_event(is_type("hello"), 10)
     return client

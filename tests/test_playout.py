@@ -27,7 +27,7 @@ def tone(n, value=1000):
 
 async def test_no_drift_over_a_simulated_minute_with_jitter():
     sim = SimulatedTime(jitter_s=0.0007)  # every wake-up is 0.7 ms late, like a busy loop
-    track = PlayoutTrack(PcmQueue(), clock=sim.clock, sleep=sim.sleep)
+    track = PlayoutTrack(PcmQueue(), clock=sim.clock, sleep=sim.sleep, wake_on_audio=False)
     for _ in range(3000):  # 60 s of 20 ms frames
         frame = await track.recv()
         assert frame.samples == 960 and frame.sample_rate == SAMPLE_RATE
@@ -41,7 +41,7 @@ async def test_no_drift_over_a_simulated_minute_with_jitter():
 
 async def test_frames_are_s16_mono_48k_with_increasing_pts():
     sim = SimulatedTime()
-    track = PlayoutTrack(PcmQueue(), clock=sim.clock, sleep=sim.sleep)
+    track = PlayoutTrack(PcmQueue(), clock=sim.clock, sleep=sim.sleep, wake_on_audio=False)
     pts = []
     for _ in range(5):
         frame = await track.recv()
@@ -53,7 +53,7 @@ async def test_frames_are_s16_mono_48k_with_increasing_pts():
 
 async def test_after_a_stall_the_clock_moves_forward_instead_of_bursting():
     sim = SimulatedTime()
-    track = PlayoutTrack(PcmQueue(), clock=sim.clock, sleep=sim.sleep, max_lag_ms=100)
+    track = PlayoutTrack(PcmQueue(), clock=sim.clock, sleep=sim.sleep, max_lag_ms=100, wake_on_audio=False)
     for _ in range(10):
         await track.recv()
     sim.now += 2.0  # the loop was blocked for two seconds
@@ -71,7 +71,7 @@ async def test_after_a_stall_the_clock_moves_forward_instead_of_bursting():
 async def test_silence_when_idle_and_gapless_across_segments():
     sim = SimulatedTime()
     queue = PcmQueue()
-    track = PlayoutTrack(queue, clock=sim.clock, sleep=sim.sleep)
+    track = PlayoutTrack(queue, clock=sim.clock, sleep=sim.sleep, wake_on_audio=False)
     silent = await track.recv()
     assert not silent.to_ndarray().any()
     queue.push(tone(1000, 1))
@@ -87,7 +87,7 @@ async def test_silence_when_idle_and_gapless_across_segments():
 async def test_flush_silences_the_very_next_frame_and_reports_what_was_played():
     sim = SimulatedTime()
     queue = PcmQueue()
-    track = PlayoutTrack(queue, clock=sim.clock, sleep=sim.sleep)
+    track = PlayoutTrack(queue, clock=sim.clock, sleep=sim.sleep, wake_on_audio=False)
     played = {}
     queue.push(tone(48000), on_done=lambda seg, n: played.setdefault("n", n))
     for _ in range(3):
@@ -103,3 +103,24 @@ def test_queue_is_bounded():
     queue.push(tone(800))
     with pytest.raises(QueueFull):
         queue.push(tone(300))
+
+
+async def test_audio_queued_while_idle_goes_out_without_waiting_for_the_next_slot():
+    import asyncio
+
+    queue = PcmQueue()
+    track = PlayoutTrack(queue)  # real clock, wakes on fresh audio
+    await track.recv()  # idle frame; the next one is due one frame later
+    anchor = track._start
+
+    async def push_soon():
+        await asyncio.sleep(0.002)
+        queue.push(tone(960))
+
+    pusher = asyncio.create_task(push_soon())
+    frame = await track.recv()
+    await pusher
+    assert frame.to_ndarray().any()
+    # The timeline moved earlier (by less than a frame) instead of holding the audio back.
+    assert 0 < anchor - track._start < 0.020
+    track.stop()
