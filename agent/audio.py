@@ -52,6 +52,14 @@ def rms_dbfs(samples: np.ndarray) -> float:
     """Loudness of int16 samples in dBFS (-inf for digital silence)."""
     if len(samples) == 0:
         return float("-inf")
-    x = samples.astype(np.float64) / 32768.0
-    rms = float(np.sqrt(np.mean(x * x)))
-    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+    x = samples.astype(np.float32)
+    rms = float(np.sqrt(np.dot(x, x) / len(x))) / 32768.0
+    return 20.0 * float(np.log10(rms)) if rms > 0 else float("-inf")
+
+
+def first_channel(frame: av.AudioFrame) -> np.ndarray:
+    """The first channel of a packed s16 frame (aiortc decodes Opus to packed stereo), no resampling."""
+    if frame.format.name != "s16":
+        raise ValueError(f"expected packed s16 audio, got {frame.format.name}")
+    channels = len(frame.layout.channels)
+    return frame.to_ndarray().reshape(-1)[::channels].copy()

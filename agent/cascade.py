@@ -70,6 +70,8 @@ class LlamaChat:
             verbose=False,
         )
         self.thread = ModelThread("llm")
+        # Pieces the LLM may produce ahead of the reader before it pauses (backpressure).
+        self.max_ahead = 1
         self.load_s = time.perf_counter() - started
 
     def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None) -> Iterator[str]:
@@ -89,9 +91,16 @@ class LlamaChat:
         finally:
             stream.close()
 
+    def warm_blocking(self, messages: list[dict]) -> None:
+        """Evaluate a prompt (one token of output) so its prefix sits in the KV cache."""
+        self._llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
+
+    async def warm(self, messages: list[dict]) -> None:
+        await self.thread.run(self.warm_blocking, messages)
+
     def stream(self, messages: list[dict]) -> AsyncIterator[str]:
-        """Stream the answer; generation pauses when 4 pieces wait unread (backpressure)."""
-        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop), max_ahead=4)
+        """Stream the answer; generation pauses when `max_ahead` pieces wait unread (backpressure)."""
+        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop), max_ahead=self.max_ahead)
 
 
 class CascadeBrain(Brain):
@@ -112,18 +121,18 @@ class CascadeBrain(Brain):
     def system_message(self) -> dict:
         return {"role": "system", "content": self.config.system_prompt}
 
+    def next_prompt_prefix(self, history: list[dict]) -> list[dict]:
+        """Messages whose formatted prompt is a prefix of the next turn's prompt: an empty user
+        turn renders the same role header the real one will have."""
+        return [self.system_message(), *history, {"role": "user", "content": ""}]
+
     def new_conversation(self) -> "CascadeConversation":
         return CascadeConversation(self)
 
     async def warm_up(self) -> None:
         started = time.perf_counter()
         await self.transcriber.transcribe(np.zeros(16000, dtype=np.int16))
-        # Evaluates (and caches) the system prompt prefix.
-        messages = [self.system_message(), {"role": "user", "content": "Hello."}]
-        warm = self.chat.thread.stream(lambda stop: self.chat.tokens_blocking(messages, stop, max_tokens=1))
-        async with contextlib.aclosing(warm) as pieces:
-            async for _ in pieces:
-                pass
+        await self.chat.warm(self.next_prompt_prefix([]))  # caches the system prompt
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
     def close(self) -> None:
@@ -131,11 +140,17 @@ class CascadeBrain(Brain):
         self.chat.thread.shutdown()
 
 
+def _log_warm_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("prompt cache warm-up failed: %s", future.exception())
+
+
 class CascadeConversation(Conversation):
     def __init__(self, brain: CascadeBrain) -> None:
         self.brain = brain
         self.history: list[dict] = []
         self._speculation: tuple[np.ndarray, asyncio.Future[str]] | None = None
+        self._warming: asyncio.Future | None = None
         self.speculative_hits = 0
 
     def prefetch(self, audio: np.ndarray) -> None:
@@ -158,8 +173,9 @@ class CascadeConversation(Conversation):
         self._drop_speculation()
         return await self.brain.transcriber.transcribe(audio)
 
-    def _trim(self) -> None:
-        keep = 2 * self.brain.config.history_turns
+    def _trim(self, reserve: int = 0) -> None:
+        """Keep the last history_turns exchanges (minus `reserve` messages), starting with a user turn."""
+        keep = max(0, 2 * self.brain.config.history_turns - reserve)
         if len(self.history) > keep:
             del self.history[: len(self.history) - keep]
         while self.history and self.history[0]["role"] != "user":
@@ -182,4 +198,10 @@ class CascadeConversation(Conversation):
             return
         if spoken_text.strip():
             self.history.append({"role": "assistant", "content": spoken_text.strip()})
-        self._trim()
+        # Trim now, leaving room for the next user message, and evaluate the resulting prompt
+        # prefix in the background: when trimming drops the oldest exchange the cached prefix
+        # no longer matches, and re-evaluating the whole history would otherwise land on the
+        # next turn's critical path (~1 s here).
+        self._trim(reserve=1)
+        self._warming = asyncio.ensure_future(self.brain.chat.warm(self.brain.next_prompt_prefix(list(self.history))))
+        self._warming.add_done_callback(_log_warm_failure)

@@ -19,6 +19,12 @@ from .config import PhrasesConfig
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*$")
 _CLAUSE_END = re.compile(r"[,;:—–]+[\"'”’)\]]*$")
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e.", "prof.", "jr.", "sr.", "no."}
+# Words a phrase should not end on when it is cut for length: the next word belongs with them
+# ("the capital of | France" sounds broken; "the capital of France | is Paris" does not).
+_WEAK_ENDINGS = frozenset("""a an the of to in on at for with from by and or but nor is are was were be been am as
+that than then this these those its it's their his her my your our very so if into about will can would could
+should shall may might must not no do does did has have had""".split())
+_MAX_EXTENSION = 2  # at most this many words past max_words to avoid a weak ending
 _MARKDOWN = re.compile(r"[*_#`~>|]+")
 _BULLET = re.compile(r"(^|\n)\s*(?:[-•]|\d+[.)])\s+")
 _SPACES = re.compile(r"\s+")
@@ -37,6 +43,10 @@ def _ends_sentence(word: str) -> bool:
 
 def _ends_clause(word: str) -> bool:
     return bool(_CLAUSE_END.search(word))
+
+
+def _is_weak(word: str) -> bool:
+    return word.lower().strip("\"'“”‘’()[]") in _WEAK_ENDINGS
 
 
 @dataclass
@@ -104,7 +114,7 @@ class PhraseChunker:
             elif _ends_clause(word) and i >= (min_words if first else 2 * min_words):
                 cut_at = i
                 break
-            if i >= max_words:
+            if i >= max_words and not (_is_weak(word) and i < max_words + _MAX_EXTENSION):
                 cut_at = i
                 break
         if cut_at is None:
@@ -144,11 +154,20 @@ class PhraseChunker:
         return phrase or None
 
     def cut_pending(self) -> str | None:
-        """Timeout cut: return all whole pending words as a phrase (the unfinished word stays)."""
+        """Timeout cut: the whole pending words as a phrase (the unfinished word stays), ending
+        before trailing weak words ("of", "the", ...) when there is a better place."""
         words, _tail = self._complete_words()
         if not words:
             return None
-        return self._take_words(len(words))
+        n = len(words)
+        while n > 1 and _is_weak(words[n - 1]):
+            n -= 1
+        return self._take_words(n)
+
+    def defer(self) -> None:
+        """Restart the timeout (the voice still has enough to say; no need to cut short)."""
+        if self._pending_since is not None:
+            self._pending_since = self.clock()
 
     def flush(self) -> str | None:
         """End of stream: return everything left as the last phrase."""
@@ -161,8 +180,12 @@ class PhraseChunker:
         return rest
 
 
-async def phrases_from_pieces(pieces: AsyncIterator[str], chunker: PhraseChunker) -> AsyncIterator[str]:
-    """Async adapter: yield phrases from a stream of text pieces, applying the timeout cut."""
+async def phrases_from_pieces(pieces: AsyncIterator[str], chunker: PhraseChunker,
+                              voice_hungry: Callable[[], bool] | None = None) -> AsyncIterator[str]:
+    """Async adapter: yield phrases from a stream of text pieces, applying the timeout cut.
+
+    The timeout cut is for a voice about to run dry: when `voice_hungry()` says the voice still
+    has enough to say, the timeout is deferred instead (a short forced phrase sounds choppy)."""
     iterator = pieces.__aiter__()
     pending: asyncio.Future | None = None
     try:
@@ -171,6 +194,9 @@ async def phrases_from_pieces(pieces: AsyncIterator[str], chunker: PhraseChunker
                 pending = asyncio.ensure_future(iterator.__anext__())
             done, _ = await asyncio.wait({pending}, timeout=chunker.time_left())
             if not done:
+                if voice_hungry is not None and not voice_hungry():
+                    chunker.defer()
+                    continue
                 phrase = chunker.cut_pending()
                 if phrase:
                     yield phrase

@@ -64,6 +64,7 @@ class ActiveTurn:
     phrases: list[SpokenPhrase] = field(default_factory=list)
     playback_done: asyncio.Event = field(default_factory=asyncio.Event)
     pending_segments: int = 0
+    synthesizing: bool = False
 
     def spoken_text(self) -> str:
         return " ".join(t for t in (p.spoken_text() for p in self.phrases) if t)
@@ -231,8 +232,15 @@ class AgentSession:
         async def produce_phrases() -> None:
             pieces = self._mark_first(self.conversation.reply(audio, on_transcript), timeline, "first_token")
             chunker = PhraseChunker(self.config.phrases, clock=time.monotonic)
+            ahead = PLAYOUT_RATE * self.config.phrases.timeout_ms // 1000
+
+            def voice_hungry() -> bool:
+                """Nothing left to synthesise and less than a timeout's worth of audio queued."""
+                return (phrase_queue.empty() and not turn.synthesizing
+                        and self.playout_queue.queued_samples < ahead)
+
             try:
-                async with contextlib.aclosing(phrases_from_pieces(pieces, chunker)) as phrases:
+                async with contextlib.aclosing(phrases_from_pieces(pieces, chunker, voice_hungry)) as phrases:
                     async for phrase in phrases:
                         timeline.mark("first_phrase", self.clock())
                         await phrase_queue.put(phrase)
@@ -259,11 +267,13 @@ class AgentSession:
                 phrase = SpokenPhrase(text)
                 turn.phrases.append(phrase)
                 started = self.clock()
+                turn.synthesizing = True
                 async with contextlib.aclosing(self.voice.speak(text)) as chunks:
                     async for chunk in chunks:
                         turn.timeline.mark("first_pcm", self.clock())
                         self._queue_audio(turn, phrase, upsampler.samples(chunk, self.voice.sample_rate))
                         first_audio.set()
+                turn.synthesizing = False
                 phrase.complete = True
                 first_audio.set()
                 log.debug("session %s turn %s: voiced %r (%.0f ms of audio) in %.0f ms", self.id, turn.timeline.turn,

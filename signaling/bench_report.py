@@ -118,6 +118,23 @@ def target_rows(run: BenchRun, summary: dict) -> list[tuple[str, str, str]]:
 
 
 # -- printing ---------------------------------------------------------------------------------
+def stage_increments(run: BenchRun) -> list[tuple[str, dict[str, float]]]:
+    """Where the time goes: per stage, the time it added after the previous stage (over answered turns)."""
+    answered = [r for r in run.results if r.outcome == "answered"]
+    rows = []
+    previous = None
+    for stage in STAGES[1:]:
+        values = [r.server_ms[stage] - (r.server_ms[previous] if previous else 0.0)
+                  for r in answered if stage in r.server_ms and (previous is None or previous in r.server_ms)]
+        if (s := stats(values)) is not None:
+            rows.append((STAGE_LABELS[stage], s))
+        previous = stage
+    transport = stats([r.transport_ms for r in answered if r.transport_ms is not None])
+    if transport is not None:
+        rows.append(("transport to the client", transport))
+    return rows
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -196,6 +213,12 @@ def markdown(run: BenchRun, chart_name: str | None = None, heading: str = "##") 
     lines += ["| figure (ms) | median | p90 | max | n |", "|---|---:|---:|---:|---:|"]
     for name, s in summary.items():
         lines.append(f"| {name} | {s['median']:g} | {s['p90']:g} | {s['max']:g} | {s['n']} |")
+    increments = stage_increments(run)
+    if increments:
+        lines += ["", "Where the time goes (each stage's added time after the previous one; the end-of-turn row "
+                  "is the hangover after the last voiced VAD frame):", "",
+                  "| stage | median | p90 | max |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {s['median']:g} | {s['p90']:g} | {s['max']:g} |" for name, s in increments]
     rows = target_rows(run, summary)
     if rows:
         lines += ["", "| target | measured | verdict |", "|---|---:|---|"]
@@ -244,6 +267,44 @@ def machine_description() -> str:
             f"{platform.system()} {platform.release()}; commit {commit or 'unknown'}")
 
 
+FINDINGS = """## What the profile showed, and what was done about it
+
+Measured with the per-stage timeline and the stacked-bar charts below; each fix was checked
+with a before/after run of `./dev.sh bench`.
+
+- **webrtcvad has its own overhang.** It keeps calling frames voiced for ~120 ms after the sound
+  stops (aggressiveness 2), so the turn's end came ~420 ms after the speech with a 300 ms
+  hangover. `turns.hangover_ms` is now 200 (counted from the last voiced frame: ~320 ms of real
+  silence), visible as `vad_end_offset` (~120 ms uplink + overhang).
+- **aiortc's audio jitter buffer holds every packet until the next one arrives** (it was written
+  for multi-packet video frames), adding 20 ms even at prefetch 1. The agent's inbound side feeds
+  a VAD, not a loudspeaker, so it now decodes each in-order packet at once
+  (`signaling/jitter.py`, `ice.jitter_prefetch = 0`); the benchmark client keeps prefetch 1.
+- **Speculative transcription.** whisper starts on the utterance after a 60 ms pause and the
+  result is reused when the turn ends with the same audio: ~150 ms off the transcript.
+- **The voice gets the CPU for the first phrase.** The LLM stream has backpressure: after the
+  first phrase is cut, the session stops reading text until that phrase has audio, so llama.cpp
+  pauses instead of competing with Kokoro's two threads. The LLM decodes on one thread (as fast
+  as two here: memory-bound) and evaluates prompts on two.
+- **Prompt cache kept warm.** Once the history reaches `brain.history_turns`, dropping the oldest
+  exchange invalidated llama.cpp's cached prefix and the whole history was re-evaluated on the
+  next turn's critical path (first token jumped from ~+250 ms to ~+1300 ms from turn 7 on). The
+  next prompt's prefix is now evaluated in the background right after each answer.
+- **A shorter first phrase** (3 words, or a punctuation mark after 2): Kokoro's cost grows with
+  the audio it makes (~125 ms fixed + ~0.17 s per second of audio on two idle cores).
+- **Playout wakes for fresh audio** instead of waiting for the next 20 ms slot, and aiortc's
+  per-frame audio-level loop (~150 us/frame in Python) is replaced by a numpy equivalent.
+
+What remains, on this 2-core CPU: Kokoro's first phrase (~0.4-0.6 s), whisper tiny.en
+(~0.3-0.5 s per utterance: it always encodes a 30 s window; speculation hides part of it),
+llama.cpp's first token (~0.2 s) and first phrase (~0.15 s). The 1000 ms voice-to-voice target
+is not reached with these models on this machine; the GPU path (Voxtral) is where it is meant to
+be. With `--concurrency 10` the in-process clients double the media work of the single event
+loop, and the worst-turn p99 lateness swings between ~10 and ~100 ms from run to run on this
+shared machine.
+"""
+
+
 async def write_benchmarks_md(config: Config, turns_override: int | None = None) -> int:
     """Run the standard set (cascade, stub, stub x10) and rewrite BENCHMARKS.md with the figures."""
     from .bench import bench_in_process, load_real_models, questions_for, stub_models
@@ -279,6 +340,7 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         "",
         f"Machine: {machine_description()}. Generated {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
+        FINDINGS,
         "Figures are ms after the end of the user's speech (server stages: the last voiced VAD frame; "
         "voice-to-voice: the end of the question's audio as sent by the client, to the first audible "
         "answer frame the client decoded). `pipeline_after_turn_end` is the server's time from the "

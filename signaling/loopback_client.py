@@ -17,13 +17,16 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from agent.audio import StreamResampler, rms_dbfs
+from agent.audio import first_channel, rms_dbfs
 from agent.config import IceConfig
 from agent.pcm_queue import PcmQueue, Segment
 from agent.playout import SAMPLE_RATE, PlayoutTrack
 
 from .ice import rtc_configuration
+from . import media_costs
 from .jitter import set_jitter_prefetch
+
+media_costs.install()
 
 AUDIBLE_DBFS = -45.0  # a received frame louder than this counts as agent speech
 
@@ -102,12 +105,11 @@ class LoopbackClient:
             self._event_signal.notify_all()
 
     async def _read(self, track: MediaStreamTrack) -> None:
-        resampler = StreamResampler(SAMPLE_RATE)  # inbound is packed stereo; make it mono
         try:
             while True:
                 frame = await track.recv()
                 at = time.perf_counter()
-                samples = resampler.frame(frame)
+                samples = first_channel(frame)  # 48 kHz packed stereo (both channels alike)
                 self.frames.append(ReceivedFrame(at, rms_dbfs(samples), samples))
         except MediaStreamError:
             pass

@@ -21,7 +21,10 @@ from agent.models import AgentModels
 from agent.session import AgentSession
 
 from .ice import rtc_configuration
+from . import media_costs
 from .jitter import set_jitter_prefetch
+
+media_costs.install()
 
 log = logging.getLogger(__name__)
 

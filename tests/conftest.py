@@ -56,14 +56,19 @@ def spoken(models):
             _question_cache[text] = audio
             ARTIFACTS.mkdir(exist_ok=True)
             name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
-            with wave.open(str(ARTIFACTS / f"question-{name}.wav"), "wb") as wav:
-                wav.setnchannels(1)
-                wav.setsampwidth(2)
-                wav.setframerate(48000)
-                wav.writeframes(audio.tobytes())
+            save_wav(ARTIFACTS / f"question-{name}.wav", audio)
         return _question_cache[text]
 
     return make
+
+
+def save_wav(path: Path, samples_48k: np.ndarray) -> None:
+    path.parent.mkdir(exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(48000)
+        wav.writeframes(samples_48k.tobytes())
 
 
 def words(text: str) -> list[str]:

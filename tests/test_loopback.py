@@ -8,6 +8,8 @@ import pytest
 from agent.audio import StreamResampler
 from signaling.loopback_client import AUDIBLE_DBFS, LoopbackClient
 
+from .conftest import ARTIFACTS, save_wav
+
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
 
 
@@ -53,8 +55,9 @@ async def test_spoken_question_gets_a_spoken_on_topic_answer(config, models, age
         answer_audio = client.audio_between(first.at - 0.1, client.frames[-1].at + 1)
         loud = [f for f in client.frames if f.at >= first.at and f.dbfs > AUDIBLE_DBFS]
         assert len(loud) * 0.02 >= 0.5  # at least half a second of speech
+        save_wav(ARTIFACTS / "loopback-answer.wav", answer_audio)
         heard = await transcribe_48k(models, answer_audio)
-        assert "paris" in heard.lower(), heard
+        assert "paris" in heard.lower(), f"heard {heard!r}; the agent said {spoken_text!r}"
         states = [e["state"] for e in events if e["type"] == "state"]
         assert "thinking" in states and "speaking" in states and states[-1] == "listening"
     finally:

@@ -73,8 +73,8 @@ def test_timeout_cut_uses_whole_words_only():
     assert chunker.time_left() == pytest.approx(0.4)
     now[0] = 0.5
     assert chunker.time_left() == 0.0
-    assert chunker.cut_pending() == "Thinking about"
-    assert chunker.pending_text == "it"
+    assert chunker.cut_pending() == "Thinking"  # not on the weak "about"
+    assert chunker.pending_text == "about it"
 
 
 async def slow_pieces(pieces, delay):
@@ -112,3 +112,29 @@ async def test_async_adapter_closes_the_source_when_closed_early():
     await gen.aclose()
     source_closed = closed.is_set()
     assert source_closed or await asyncio.wait_for(closed.wait(), 1.0)
+
+
+def test_a_length_cut_does_not_end_on_a_weak_word():
+    cfg = PhrasesConfig(first_min_words=2, first_max_words=3, min_words=4, max_words=6, timeout_ms=400)
+    phrases = feed(PhraseChunker(cfg), "The capital of France is the city where the old kings of the land lived.")
+    assert phrases[0] == "The capital of France"
+    for phrase in phrases[:-1]:
+        assert phrase.split()[-1].lower() not in {"of", "the", "a", "is", "to"}
+
+
+def test_timeout_cut_stops_before_trailing_weak_words_and_defer_restarts_it():
+    now = [0.0]
+    chunker = PhraseChunker(CFG, clock=lambda: now[0])
+    chunker.push("France is the ")
+    now[0] = 1.0
+    chunker.defer()
+    assert chunker.time_left() == pytest.approx(0.4)
+    assert chunker.cut_pending() == "France"
+    assert chunker.pending_text.strip() == "is the"
+
+
+async def test_no_timeout_cut_while_the_voice_has_enough_to_say():
+    cfg = PhrasesConfig(first_min_words=2, first_max_words=20, min_words=4, max_words=24, timeout_ms=50)
+    pieces = slow_pieces(["one ", "two ", "three ", "four ", "five."], 0.08)
+    got = [p async for p in phrases_from_pieces(pieces, PhraseChunker(cfg), voice_hungry=lambda: False)]
+    assert got == ["one two three four five."]

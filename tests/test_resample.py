@@ -47,3 +47,12 @@ def test_float_input_is_converted():
     resampler = StreamResampler(48000)
     out = resampler.samples(np.full(2400, 0.5, dtype=np.float32), 24000)
     assert out.dtype == np.int16
+
+
+def test_first_channel_of_packed_stereo():
+    from agent.audio import first_channel
+
+    left = np.arange(960, dtype=np.int16)
+    stereo = np.stack([left, -left], axis=1).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+    assert np.array_equal(first_channel(frame), left)
