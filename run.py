@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 1; the agent's own is ice.jitter_prefetch)")
     bench.add_argument("--out", metavar="DIR", help="where to write the JSON, Markdown and PNG (default artifacts/bench)")
     bench.add_argument("--report", action="store_true", help="run the standard set and rewrite BENCHMARKS.md")
+    bench.add_argument("--voxtral-arch", action="store_true", help="time the real-size Voxtral-Mini-3B architecture "
+                       "with random weights (needs a CUDA GPU to mean anything): audio encoding, first token, "
+                       "inter-token latency for 2, 5 and 10 s utterances")
     return parser
 
 
@@ -148,6 +151,30 @@ def _models(config: Config, verify: bool) -> int:
     return 0
 
 
+def _voxtral_arch_bench(out_dir: str | None) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from agent.voxtral_arch_bench import time_architecture
+
+    if not torch.cuda.is_available():
+        print("note: no CUDA GPU here; the real-size model runs on the CPU in fp32 and takes minutes per turn. "
+              "These figures are not the GPU figures.", file=sys.stderr)
+    results = time_architecture("mini-3b")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    print(f"Voxtral-Mini-3B architecture, random weights, on {device}:")
+    print(f"{'utterance':>10} {'audio tok':>9} {'encode ms':>10} {'1st tok ms':>10} {'inter ms':>9} {'inter p90':>9}")
+    for r in results:
+        print(f"{r['utterance_s']:>9.0f}s {r['audio_tokens']:>9} {r['encode_ms_median']:>10.1f} "
+              f"{r['first_token_ms_median']:>10.1f} {r['inter_token_ms_median']:>9.1f} {r['inter_token_ms_p90']:>9.1f}")
+    target = Path(out_dir or "artifacts/bench")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "voxtral-arch.json").write_text(json.dumps({"device": device, "results": results}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -156,13 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     setup_logging(config.server.log_level)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     command = args.command or "serve"
     from agent.model_files import ModelFileError
+    from agent.voxtral import VoxtralUnavailable
 
     try:
         if command == "models":
             return _models(config, args.verify)
+        if command == "bench" and args.voxtral_arch:
+            return _voxtral_arch_bench(args.out)
         if command == "bench":
             from signaling.bench import run_bench
 
@@ -172,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                          concurrency=args.concurrency, url=args.url, out_dir=args.out,
                                          report=args.report, client_prefetch=args.prefetch))
         asyncio.run(_serve(config))
-    except ModelFileError as exc:
+    except (ModelFileError, VoxtralUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -62,6 +62,18 @@ class BrainConfig:
 
 
 @dataclass(frozen=True)
+class VoxtralConfig:
+    model: str
+    max_new_tokens: int
+    max_context_tokens: int
+    temperature: float
+    token_timeout_s: float
+    transcribe: bool
+    language: str
+    compile: bool
+
+
+@dataclass(frozen=True)
 class AsrConfig:
     threads: int
     beam_size: int
@@ -92,6 +104,9 @@ class VoiceConfig:
     voice: str
     speed: float
     threads: int
+    torch_repo: str
+    torch_config: str
+    torch_weights: str
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,7 @@ class Config:
     ice: IceConfig
     turns: TurnsConfig
     brain: BrainConfig
+    voxtral: VoxtralConfig
     asr: AsrConfig
     llm: LlmConfig
     phrases: PhrasesConfig
@@ -143,7 +159,11 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "turns.min_speech_ms": (lambda v: v >= 0, ">= 0"),
     "turns.max_utterance_ms": (lambda v: v >= 1000, ">= 1000"),
     "turns.preroll_ms": (lambda v: v >= 0, ">= 0"),
-    "brain.kind": (lambda v: v in ("cascade",), "cascade"),
+    "brain.kind": (lambda v: v in ("auto", "voxtral", "cascade"), "auto, voxtral or cascade"),
+    "voxtral.max_new_tokens": (lambda v: v >= 1, ">= 1"),
+    "voxtral.max_context_tokens": (lambda v: v >= 512, ">= 512"),
+    "voxtral.temperature": (lambda v: 0 <= v <= 2, "0..2"),
+    "voxtral.token_timeout_s": (lambda v: v > 0, "> 0"),
     "brain.history_turns": (lambda v: v >= 0, ">= 0"),
     "brain.turn_timeout_s": (lambda v: v > 0, "> 0"),
     "asr.threads": (lambda v: v >= 1, ">= 1"),
@@ -158,7 +178,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "phrases.min_words": (lambda v: v >= 1, ">= 1"),
     "phrases.max_words": (lambda v: v >= 2, ">= 2"),
     "phrases.timeout_ms": (lambda v: v >= 10, ">= 10"),
-    "voice.kind": (lambda v: v in ("kokoro-onnx",), "kokoro-onnx"),
+    "voice.kind": (lambda v: v in ("kokoro-onnx", "kokoro-torch"), "kokoro-onnx or kokoro-torch"),
     "voice.speed": (lambda v: 0.5 <= v <= 2.0, "0.5..2.0"),
     "voice.threads": (lambda v: v >= 1, ">= 1"),
     "playout.frame_ms": (lambda v: v in (10, 20), "10 or 20"),

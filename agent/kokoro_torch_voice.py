@@ -1,0 +1,87 @@
+"""Kokoro-82M in PyTorch (`kokoro.KModel` + `KPipeline`), on CUDA when present.
+
+Same phrase interface as the ONNX voice: `speak(text)` streams int16 PCM at 24 kHz, one chunk
+per segment KPipeline makes, and stops at the next segment when closed. Weights come from a
+local .pth or the hub; the config defaults to the Kokoro-82M config.json that the kokoro-onnx
+wheel ships; a voice is a name from the offline voice pack, a .pt file, or a hub voice name.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import numpy as np
+
+from .audio import float_to_int16
+from .config import VoiceConfig
+from .spacy_model import ensure_en_core_web_sm
+from .threaded import ModelThread
+from .voice import Voice
+
+log = logging.getLogger(__name__)
+
+
+def bundled_config_path() -> Path:
+    """The Kokoro-82M config.json inside the kokoro-onnx wheel."""
+    return Path(str(importlib.resources.files("kokoro_onnx") / "config.json"))
+
+
+class KokoroTorchVoice(Voice):
+    name = "kokoro-torch"
+    sample_rate = 24000
+
+    def __init__(self, config: VoiceConfig, voices_npz: Path | None = None, model=None) -> None:
+        import torch
+        from kokoro import KModel, KPipeline
+
+        started = time.perf_counter()
+        ensure_en_core_web_sm()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(config.threads)
+        if model is None:
+            model = KModel(repo_id=config.torch_repo, config=config.torch_config or str(bundled_config_path()),
+                           model=config.torch_weights or None)
+        self.model = model.to(self.device).eval()
+        self.pipeline = KPipeline(lang_code="a", repo_id=config.torch_repo, model=self.model, device=self.device)
+        self.voice = self._load_voice(config.voice, voices_npz)
+        self.config = config
+        self.thread = ModelThread("voice")
+        self.load_s = time.perf_counter() - started
+        log.info("kokoro-torch voice loaded on %s in %.2fs", self.device, self.load_s)
+
+    def _load_voice(self, voice: str, voices_npz: Path | None):
+        import torch
+
+        if voice.endswith(".pt"):
+            return torch.load(voice, map_location="cpu", weights_only=True).float()
+        if voices_npz is not None:
+            with np.load(voices_npz) as pack:
+                if voice in pack.files:
+                    return torch.from_numpy(np.asarray(pack[voice], dtype=np.float32))
+        return self.pipeline.load_voice(voice)  # a hub voice name (needs the hub once)
+
+    def _segments_blocking(self, text: str, stop: threading.Event) -> Iterator[np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            for result in self.pipeline(text, voice=self.voice, speed=self.config.speed):
+                if stop.is_set():
+                    return
+                if result.audio is not None:
+                    yield float_to_int16(result.audio.detach().cpu().numpy().astype(np.float32))
+
+    def speak(self, text: str) -> AsyncIterator[np.ndarray]:
+        return self.thread.stream(lambda stop: self._segments_blocking(text, stop))
+
+    async def warm_up(self) -> None:
+        async for _ in self.speak("Hello."):
+            pass
+
+    def close(self) -> None:
+        self.thread.shutdown()
