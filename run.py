@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 1; the agent's own is ice.jitter_prefetch)")
     bench.add_argument("--out", metavar="DIR", help="where to write the JSON, Markdown and PNG (default artifacts/bench)")
     bench.add_argument("--report", action="store_true", help="run the standard set and rewrite BENCHMARKS.md")
+    bench.add_argument("--soak", type=float, metavar="MINUTES", help="one long call with a question every few "
+                       "seconds (stub models unless --real): outbound clock drift, lateness and memory over time "
+                       "(at most 120 minutes)")
+    bench.add_argument("--real", action="store_true", help="with --soak: use the real models")
     bench.add_argument("--voxtral-arch", action="store_true", help="time the real-size Voxtral-Mini-3B architecture "
                        "with random weights (needs a CUDA GPU to mean anything): audio encoding, first token, "
                        "inter-token latency for 2, 5 and 10 s utterances")
@@ -190,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "models":
             return _models(config, args.verify)
+        if command == "bench" and args.soak is not None:
+            from signaling.bench import soak
+
+            if not 0 < args.soak <= 120:
+                parser.error("--soak takes 0 < MINUTES <= 120")
+            result = asyncio.run(soak(config, args.soak, stub=not args.real, out_dir=args.out))
+            return 0 if result["stalls"] == 0 else 1
         if command == "bench" and args.voxtral_arch:
             return _voxtral_arch_bench(args.out)
         if command == "bench":

@@ -58,7 +58,7 @@ class BrainConfig:
     kind: str
     system_prompt: str
     history_turns: int
-    turn_timeout_s: float
+    stall_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "voxtral.temperature": (lambda v: 0 <= v <= 2, "0..2"),
     "voxtral.token_timeout_s": (lambda v: v > 0, "> 0"),
     "brain.history_turns": (lambda v: v >= 0, ">= 0"),
-    "brain.turn_timeout_s": (lambda v: v > 0, "> 0"),
+    "brain.stall_timeout_s": (lambda v: v > 0, "> 0"),
     "asr.threads": (lambda v: v >= 1, ">= 1"),
     "asr.beam_size": (lambda v: v >= 1, ">= 1"),
     "llm.threads": (lambda v: v >= 1, ">= 1"),

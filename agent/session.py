@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -36,6 +36,28 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict], None]
 _session_ids = itertools.count(1)
+
+
+class StageStalled(TimeoutError):
+    """A model produced nothing for longer than brain.stall_timeout_s."""
+
+
+async def stall_guard(stream: AsyncIterator, timeout_s: float, stage: str) -> AsyncIterator:
+    """Yield from `stream`, failing if it goes `timeout_s` without producing anything (a hung or
+    stalled model). A long but steady answer is never cut."""
+    async with contextlib.aclosing(stream) as items:
+        iterator = items.__aiter__()
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation
+                # that races with a result, and a barge-in must never let one more chunk through.
+                async with asyncio.timeout(timeout_s):
+                    item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise StageStalled(f"the {stage} produced nothing for {timeout_s:g} s") from None
+            yield item
 
 
 @dataclass
@@ -193,18 +215,17 @@ class AgentSession:
     async def _run_turn(self, turn: ActiveTurn, audio: np.ndarray) -> None:
         timeline = turn.timeline
         try:
-            async with asyncio.timeout(self.config.brain.turn_timeout_s):
-                await self._answer(turn, audio)
-                if turn.pending_segments:
-                    await turn.playback_done.wait()
+            await self._answer(turn, audio)
+            if turn.pending_segments:
+                await turn.playback_done.wait()
             if not turn.phrases:
                 timeline.outcome = "empty"
         except asyncio.CancelledError:
             if self._turn is turn:  # cancelled by close(), not by barge-in
                 timeline.outcome = "interrupted"
             raise
-        except TimeoutError:
-            self._turn_error(turn, "timeout", f"the turn took longer than {self.config.brain.turn_timeout_s:.0f} s")
+        except StageStalled as exc:
+            self._turn_error(turn, "timeout", str(exc))
         except Exception as exc:
             log.exception("session %s turn %s failed", self.id, timeline.turn)
             self._turn_error(turn, type(exc).__name__, str(exc) or type(exc).__name__)
@@ -230,7 +251,9 @@ class AgentSession:
             self.emit({"type": "transcript", "role": "user", "turn": timeline.turn, "text": text})
 
         async def produce_phrases() -> None:
-            pieces = self._mark_first(self.conversation.reply(audio, on_transcript), timeline, "first_token")
+            pieces = self._mark_first(
+                stall_guard(self.conversation.reply(audio, on_transcript), self.config.brain.stall_timeout_s, "brain"),
+                timeline, "first_token")
             chunker = PhraseChunker(self.config.phrases, clock=time.monotonic)
             ahead = PLAYOUT_RATE * self.config.phrases.timeout_ms // 1000
 
@@ -268,7 +291,8 @@ class AgentSession:
                 turn.phrases.append(phrase)
                 started = self.clock()
                 turn.synthesizing = True
-                async with contextlib.aclosing(self.voice.speak(text)) as chunks:
+                speech = stall_guard(self.voice.speak(text), self.config.brain.stall_timeout_s, "voice")
+                async with contextlib.aclosing(speech) as chunks:
                     async for chunk in chunks:
                         turn.timeline.mark("first_pcm", self.clock())
                         self._queue_audio(turn, phrase, upsampler.samples(chunk, self.voice.sample_rate))

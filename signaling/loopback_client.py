@@ -22,7 +22,7 @@ from agent.config import IceConfig
 from agent.pcm_queue import PcmQueue, Segment
 from agent.playout import SAMPLE_RATE, PlayoutTrack
 
-from .ice import rtc_configuration
+from .ice import apply_host_addresses, rtc_configuration
 from . import media_costs
 from .jitter import set_jitter_prefetch
 
@@ -61,6 +61,7 @@ class LoopbackClient:
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self, base_url: str, timeout_s: float = 20.0) -> None:
+        apply_host_addresses(self.ice.host_addresses)  # e.g. 127.0.0.1 only, inside a loopback namespace
         pc = RTCPeerConnection(rtc_configuration(self.ice))
         self.pc = pc
         pc.addTransceiver(self.mic, direction="sendrecv")

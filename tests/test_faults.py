@@ -1,0 +1,129 @@
+"""Faults survived: a model that hangs or is slow mid-turn, and SIGTERM while answering."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from agent.config import load_config
+from agent.session import AgentSession
+from agent.stub import ScriptedBrain, ScriptedConversation, ToneVoice
+
+from .synth import voiced
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class HangsOnce(ScriptedBrain):
+    """Answers normally, except that the first turn's brain hangs after one word."""
+
+    def __init__(self):
+        super().__init__()
+        self.turns = 0
+
+    def new_conversation(self):
+        brain = self
+
+        class Conversation(ScriptedConversation):
+            async def reply(self, audio, on_transcript):
+                brain.turns += 1
+                if brain.turns == 1:
+                    on_transcript("hello")
+                    yield "Well"
+                    await asyncio.sleep(3600)
+                async for piece in super().reply(audio, on_transcript):
+                    yield piece
+
+        return Conversation(self)
+
+
+async def drain(session, turn):
+    while not turn.task.done():
+        session.playout_queue.pull(960 * 10)
+        await asyncio.sleep(0.01)
+
+
+async def test_a_hung_model_ends_the_turn_with_an_error_and_the_session_goes_on():
+    config = load_config(environ={}, overrides={"brain.stall_timeout_s": "0.5"})
+    events = []
+    session = AgentSession(config, HangsOnce(), ToneVoice(), send_event=events.append)
+    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    await asyncio.wait_for(drain(session, turn), 10)
+    error = next(e for e in events if e["type"] == "error")
+    assert error["kind"] == "timeout" and "brain produced nothing" in error["message"]
+    assert session.state == "listening"
+    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    await asyncio.wait_for(drain(session, turn), 10)
+    assert [e["outcome"] for e in events if e["type"] == "timeline"] == ["error", "answered"]
+    await session.close()
+
+
+async def test_a_slow_but_steady_model_is_not_cut_off():
+    config = load_config(environ={}, overrides={"brain.stall_timeout_s": "0.5"})
+    events = []
+    brain = ScriptedBrain(first_token_delay_s=0.3, token_interval_s=0.2)  # total well over the stall timeout
+    session = AgentSession(config, brain, ToneVoice(), send_event=events.append)
+    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    await asyncio.wait_for(drain(session, turn), 30)
+    assert [e["outcome"] for e in events if e["type"] == "timeline"] == ["answered"]
+    await session.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.models
+async def test_sigterm_mid_answer_closes_peers_and_exits_within_5_s(config, spoken, tmp_path):
+    from signaling.loopback_client import LoopbackClient
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    log_path = tmp_path / "server.log"
+    log_file = open(log_path, "w")
+    server = subprocess.Popen(
+        [sys.executable, "run.py", "serve", "--port", str(port), "--ice-host", "127.0.0.1"],
+        cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"{url}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert server.poll() is None, log_path.read_text()
+                await asyncio.sleep(0.1)
+        client = LoopbackClient(config.ice)
+        await client.connect(url)
+        client.say(await spoken("Tell me a long story about a brave knight and a dragon."))
+        await client.wait_event(lambda e: e.get("type") == "state" and e.get("state") == "speaking", 90)
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(server.wait), 10)
+        except TimeoutError:
+            pytest.fail(f"no exit 10 s after SIGTERM:\n{log_path.read_text()[-3000:]}")
+        took = time.monotonic() - started
+        output = log_path.read_text()
+        assert server.returncode == 0, output
+        assert took < 5.0, f"exit took {took:.1f} s"
+        assert "released (server shutting down)" in output
+        await client.close()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log_file.close()
