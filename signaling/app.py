@@ -1,8 +1,10 @@
-"""The aiohttp app: web client, `POST /offer` signaling, `/healthz`, `/client-config`.
+"""The aiohttp app: web client, `POST /offer` and WHIP signaling, `/healthz`, `/metrics`,
+`/client-config`.
 
 `POST /offer` takes `{"sdp": str, "type": "offer"}` and answers `{"sdp", "type": "answer",
-"session"}`. Anything malformed is a 400 with a message that says what is wrong; the server
-keeps serving everyone else.
+"session"}`. `POST /whip` takes the raw SDP offer (RFC 9725, see whip.py). Anything malformed
+is a 4xx with a message that says what is wrong; the server keeps serving everyone else.
+`GET /metrics` is the Prometheus text format (see metrics.py).
 """
 
 from __future__ import annotations
@@ -13,26 +15,25 @@ from pathlib import Path
 
 from aiohttp import web
 from aiortc import RTCSessionDescription
-from aiortc.sdp import SessionDescription
 
 from agent.config import Config
 from agent.models import AgentModels
 
+from .metrics import AgentMetrics
+from .offer import OfferError, check_sdp_offer
 from .peers import PeerRegistry
+from .whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 REGISTRY = web.AppKey("registry", PeerRegistry)
 CONFIG = web.AppKey("config", Config)
-
-
-class OfferError(ValueError):
-    """The body of POST /offer is not a usable offer; the message goes back to the client."""
+METRICS = web.AppKey("metrics", AgentMetrics)
 
 
 def parse_offer(body: bytes) -> RTCSessionDescription:
-    """Validate an /offer body; raise OfferError naming the problem."""
+    """Validate an /offer body (JSON around an SDP offer); raise OfferError naming the problem."""
     if not body:
         raise OfferError("empty body: expected JSON {\"sdp\": \"...\", \"type\": \"offer\"}")
     try:
@@ -48,20 +49,7 @@ def parse_offer(body: bytes) -> RTCSessionDescription:
             raise OfferError(f"field {key!r} must be a string, got {type(data[key]).__name__}")
     if data["type"] != "offer":
         raise OfferError(f"field 'type' must be \"offer\", got {data['type']!r}")
-    sdp = data["sdp"]
-    if not sdp.strip().startswith("v=0"):
-        raise OfferError("field 'sdp' is not an SDP session description (it must start with v=0)")
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc's parser raises assorted errors on garbage
-        raise OfferError(f"field 'sdp' does not parse: {type(exc).__name__}: {exc}") from None
-    kinds = [media.kind for media in parsed.media]
-    if "audio" not in kinds:
-        raise OfferError(f"the offer has no audio media section (found: {', '.join(kinds) or 'none'})")
-    for media in parsed.media:
-        if media.kind == "audio" and not media.rtp.codecs:
-            raise OfferError("the offer's audio section lists no codecs")
-    return RTCSessionDescription(sdp=sdp, type="offer")
+    return check_sdp_offer(data["sdp"], "field 'sdp'")
 
 
 async def handle_offer(request: web.Request) -> web.Response:
@@ -83,6 +71,11 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "sessions": len(request.app[REGISTRY])})
 
 
+async def handle_metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 async def handle_client_config(request: web.Request) -> web.Response:
     """What the web client needs to build its RTCPeerConnection (the same ICE servers)."""
     config = request.app[CONFIG]
@@ -96,11 +89,17 @@ async def handle_index(request: web.Request) -> web.FileResponse:
 def create_app(config: Config, models: AgentModels) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes)
     registry = PeerRegistry(config, models)
+    metrics = AgentMetrics(active_sessions=lambda: len(registry))
+    metrics.record_models(models)
+    registry.observers.append(metrics.watch)
     app[REGISTRY] = registry
     app[CONFIG] = config
+    app[METRICS] = metrics
     app.router.add_get("/", handle_index)
     app.router.add_post("/offer", handle_offer)
+    WhipEndpoint(registry, config.ice).add_routes(app.router, "/whip")
     app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/client-config", handle_client_config)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
 

@@ -1,17 +1,19 @@
-"""Peer connections and their sessions: one RTCPeerConnection and one AgentSession per peer.
+"""Peer connections and their sessions: one RTCPeerConnection and one attached agent per peer.
 
-A peer is released (session closed, tasks cancelled, peer connection closed) when its connection
-fails or closes, when ICE does not connect in time, or when its inbound audio stops arriving
-(a peer that vanished without a goodbye) for longer than the idle timeout.
+The registry negotiates each peer from a validated offer and wires the agent onto it with
+`attach.attach_agent` (the same code the embedding API offers). A peer is released (session
+closed, tasks cancelled, peer connection closed) when its connection fails or closes, when ICE
+does not connect in time, when its inbound audio stops arriving (a peer that vanished without a
+goodbye) for longer than the idle timeout, or when its signaling says so (WHIP DELETE).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -20,13 +22,12 @@ from agent.config import Config
 from agent.models import AgentModels
 from agent.session import AgentSession
 
+from .attach import AttachedAgent, attach_agent
 from .ice import rtc_configuration
-from . import media_costs
-from .jitter import set_jitter_prefetch
-
-media_costs.install()
 
 log = logging.getLogger(__name__)
+
+AgentObserver = Callable[[AttachedAgent], None]
 
 
 class WatchedTrack(MediaStreamTrack):
@@ -57,9 +58,13 @@ class WatchedTrack(MediaStreamTrack):
 class Peer:
     id: str
     pc: RTCPeerConnection
-    session: AgentSession
+    agent: AttachedAgent
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     watchdog: asyncio.Task | None = None
+
+    @property
+    def session(self) -> AgentSession:
+        return self.agent.session
 
 
 class PeerRegistry:
@@ -67,17 +72,30 @@ class PeerRegistry:
         self.config = config
         self.models = models
         self.peers: dict[str, Peer] = {}
+        # Called with each new peer's agent before negotiation (e.g. metrics.AgentMetrics.watch).
+        self.observers: list[AgentObserver] = []
 
     def __len__(self) -> int:
         return len(self.peers)
 
+    def get(self, peer_id: str) -> Peer | None:
+        return self.peers.get(peer_id)
+
     async def create(self, offer: RTCSessionDescription) -> tuple[Peer, RTCSessionDescription]:
         """Negotiate a new peer from a validated offer; raises ValueError if aiortc rejects it."""
         pc = RTCPeerConnection(rtc_configuration(self.config.ice))
-        session = AgentSession(self.config, self.models.brain, self.models.voice)
-        peer = Peer(str(uuid.uuid4()), pc, session)
-        self.peers[peer.id] = peer
+        peer_id = str(uuid.uuid4())
         server = self.config.server
+
+        def watch_inbound(track: MediaStreamTrack) -> MediaStreamTrack:
+            return WatchedTrack(track, server.peer_idle_timeout_s, server.ice_connect_timeout_s,
+                                lambda: self._release_soon(peer_id, "inbound audio stopped"))
+
+        agent = await attach_agent(pc, self.models, self.config, session_id=peer_id, wrap_inbound=watch_inbound)
+        peer = Peer(peer_id, pc, agent)
+        self.peers[peer.id] = peer
+        for observer in self.observers:
+            observer(agent)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -85,32 +103,8 @@ class PeerRegistry:
             if pc.connectionState in ("failed", "closed"):
                 await self.release(peer, f"connection {pc.connectionState}")
 
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind != "audio":
-                return
-            for transceiver in pc.getTransceivers():
-                if transceiver.receiver.track is track:
-                    set_jitter_prefetch(transceiver.receiver, self.config.ice.jitter_prefetch)
-            idle = lambda: asyncio.ensure_future(self.release(peer, "inbound audio stopped"))  # noqa: E731
-            session.attach_inbound(WatchedTrack(track, server.peer_idle_timeout_s, server.ice_connect_timeout_s, idle))
-
-        @pc.on("datachannel")
-        def on_datachannel(channel) -> None:
-            if channel.label != "events":
-                return
-
-            def send(event: dict) -> None:
-                if channel.readyState == "open":
-                    channel.send(json.dumps(event))
-
-            session.set_event_sink(send)
-            send({"type": "hello", "session": peer.id, "brain": self.models.brain.name, "voice": self.models.voice.name})
-            send({"type": "state", "state": session.state})
-
         try:
             await pc.setRemoteDescription(offer)
-            pc.addTrack(session.playout)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:
@@ -119,6 +113,11 @@ class PeerRegistry:
         peer.watchdog = asyncio.create_task(self._connect_watchdog(peer))
         log.info("peer %s: negotiated (%d active)", peer.id[:8], len(self.peers))
         return peer, pc.localDescription
+
+    def _release_soon(self, peer_id: str, reason: str) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            asyncio.ensure_future(self.release(peer, reason))
 
     async def _connect_watchdog(self, peer: Peer) -> None:
         await asyncio.sleep(self.config.server.ice_connect_timeout_s)
@@ -133,7 +132,7 @@ class PeerRegistry:
         log.info("peer %s: released (%s); %d active", peer.id[:8], reason, len(self.peers))
         if peer.watchdog is not None and peer.watchdog is not asyncio.current_task():
             peer.watchdog.cancel()
-        await peer.session.close()
+        await peer.agent.close()
         await peer.pc.close()
 
     async def close_all(self) -> None:

@@ -1,0 +1,123 @@
+"""Prometheus metrics for one app: sessions, turns, barge-ins, errors, stage latencies, playout.
+
+`AgentMetrics` owns its own CollectorRegistry (several apps in one process do not clash) and is
+fed by observing agents, not by calls sprinkled through the pipeline: `watch(agent)` listens to
+the session's events (`timeline`, `barge_in`, `error`) and to its outbound track's per-frame
+lateness. `exposition()` renders the text format served at `GET /metrics`.
+
+| metric | type | what |
+|---|---|---|
+| `voice_agent_active_sessions` | gauge | sessions open now |
+| `voice_agent_sessions_total` | counter | sessions opened |
+| `voice_agent_turns_total{outcome}` | counter | finished turns: answered, interrupted, error, empty |
+| `voice_agent_barge_ins_total` | counter | times the user spoke over the agent |
+| `voice_agent_errors_total{kind}` | counter | turn errors by kind (timeout, exception class) |
+| `voice_agent_stage_latency_seconds{stage}` | histogram | each stage of a turn after the end of the user's speech |
+| `voice_agent_answer_gaps_total` | counter | silences longer than 40 ms inside an answer |
+| `voice_agent_outbound_frame_lateness_seconds` | histogram | how late each outbound 20 ms frame left |
+| `voice_agent_model_load_seconds{model}` | gauge | time to load each model (and `total`) |
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from agent.models import AgentModels
+
+from .attach import AttachedAgent
+
+STAGE_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+LATENESS_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+
+
+def model_load_times(models: AgentModels) -> dict[str, float]:
+    """Load seconds per model, as far as the loaded objects report them (`load_s` attributes):
+    the cascade brain's `asr` and `llm`, another brain as `brain`, the `voice`, and `total`
+    (files verified and everything loaded)."""
+    def seconds(thing: object) -> float | None:
+        value = getattr(thing, "load_s", None)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    times: dict[str, float] = {}
+    brain = models.brain
+    for label, part in (("asr", getattr(brain, "transcriber", None)), ("llm", getattr(brain, "chat", None))):
+        if (s := seconds(part)) is not None:
+            times[label] = s
+    if not times and (s := seconds(brain)) is not None:
+        times["brain"] = s
+    if (s := seconds(models.voice)) is not None:
+        times["voice"] = s
+    if (s := seconds(models)) is not None:
+        times["total"] = s
+    return times
+
+
+class AgentMetrics:
+    """The app's metrics and the observer that feeds them (see the module docstring)."""
+
+    def __init__(self, active_sessions: Callable[[], int] | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.active_sessions = Gauge("voice_agent_active_sessions", "Sessions open now.", registry=r)
+        if active_sessions is not None:
+            self.active_sessions.set_function(active_sessions)
+        self.sessions = Counter("voice_agent_sessions", "Sessions opened.", registry=r)
+        self.turns = Counter("voice_agent_turns", "Finished turns by outcome.", ["outcome"], registry=r)
+        self.barge_ins = Counter("voice_agent_barge_ins", "Times the user spoke over the agent.", registry=r)
+        self.errors = Counter("voice_agent_errors", "Turn errors by kind.", ["kind"], registry=r)
+        self.stage_latency = Histogram(
+            "voice_agent_stage_latency_seconds",
+            "When each stage of a turn first produced something, after the end of the user's speech.",
+            ["stage"], buckets=STAGE_BUCKETS_S, registry=r)
+        self.answer_gaps = Counter("voice_agent_answer_gaps", "Silences longer than 40 ms inside an answer.",
+                                   registry=r)
+        self.frame_lateness = Histogram(
+            "voice_agent_outbound_frame_lateness_seconds", "How late each outbound audio frame was handed to the sender.",
+            buckets=LATENESS_BUCKETS_S, registry=r)
+        self.model_load = Gauge("voice_agent_model_load_seconds", "Seconds to load each model.", ["model"], registry=r)
+        for outcome in ("answered", "interrupted", "error", "empty"):
+            self.turns.labels(outcome=outcome)  # present (at 0) before the first turn
+
+    # -- feeding ---------------------------------------------------------------------------
+    def record_models(self, models: AgentModels) -> None:
+        for model, seconds in model_load_times(models).items():
+            self.model_load.labels(model=model).set(seconds)
+
+    def watch(self, agent: AttachedAgent) -> None:
+        """Observe one agent for its whole life: its events and its outbound frames."""
+        self.sessions.inc()
+        agent.add_event_listener(self.record_event)
+        playout = agent.session.playout
+        previous = playout.on_frame
+        lateness = self.frame_lateness
+
+        def on_frame(lateness_s: float, filled: int) -> None:
+            if previous is not None:
+                previous(lateness_s, filled)
+            lateness.observe(lateness_s)
+
+        playout.on_frame = on_frame
+
+    def record_event(self, event: dict) -> None:
+        """Count one session event (others are ignored)."""
+        kind = event.get("type")
+        if kind == "timeline":
+            self.turns.labels(outcome=str(event.get("outcome", "unknown"))).inc()
+            for stage, ms in event.get("ms", {}).items():
+                if stage != "speech_end":  # the origin: always 0
+                    self.stage_latency.labels(stage=stage).observe(max(0.0, ms / 1000.0))
+            gaps = event.get("playout", {}).get("gaps", 0)
+            if gaps:
+                self.answer_gaps.inc(gaps)
+        elif kind == "barge_in":
+            self.barge_ins.inc()
+        elif kind == "error":
+            self.errors.labels(kind=str(event.get("kind", "unknown"))).inc()
+
+    # -- reading ---------------------------------------------------------------------------
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format and its Content-Type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
