@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="a TOML file overriding config/default.toml")
     common.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
                         help="override one configuration key (repeatable)")
-    common.add_argument("--host", help="bind address (server.host); 0.0.0.0 exposes the agent to the network")
+    common.add_argument("--host", help="bind address (server.host, default 127.0.0.1: this machine only)")
+    common.add_argument("--expose", action="store_true", help="listen on every interface (server.host=0.0.0.0): "
+                        "anyone who can reach this machine can call the agent; consider server.auth_token")
     common.add_argument("--port", type=int, help="HTTP port (server.port)")
     common.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (server.log_level)")
     common.add_argument("--ice-host", action="append", metavar="ADDR",
@@ -88,6 +90,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if not sep:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         overrides[key.strip()] = value
+    if getattr(args, "expose", False):
+        overrides["server.host"] = "0.0.0.0"
     for flag, key in (("host", "server.host"), ("port", "server.port"), ("log_level", "server.log_level")):
         if hasattr(args, flag):
             overrides[key] = str(getattr(args, flag))

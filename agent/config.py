@@ -32,6 +32,11 @@ class ServerConfig:
     log_level: str
     peer_idle_timeout_s: float
     ice_connect_timeout_s: float
+    max_sessions: int
+    rate_limit_per_minute: int
+    max_sdp_bytes: int
+    auth_token: str
+    allowed_origins: list[str]
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,9 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "server.max_body_bytes": (lambda v: v >= 1024, ">= 1024"),
     "server.log_level": (lambda v: v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}, "DEBUG, INFO, WARNING or ERROR"),
     "server.peer_idle_timeout_s": (lambda v: v > 0, "> 0"),
+    "server.max_sessions": (lambda v: v >= 1, ">= 1"),
+    "server.rate_limit_per_minute": (lambda v: v >= 0, ">= 0 (0 = no limit)"),
+    "server.max_sdp_bytes": (lambda v: v >= 1024, ">= 1024"),
     "server.ice_connect_timeout_s": (lambda v: v > 0, "> 0"),
     "ice.jitter_prefetch": (lambda v: 0 <= v <= 8, "0..8"),
     "turns.vad_aggressiveness": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),

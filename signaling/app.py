@@ -19,6 +19,7 @@ from aiortc import RTCSessionDescription
 from agent.config import Config
 from agent.models import AgentModels
 
+from .guard import Rejected, security_middleware
 from .metrics import AgentMetrics
 from .offer import OfferError, check_sdp_offer
 from .peers import PeerRegistry
@@ -32,7 +33,7 @@ CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", AgentMetrics)
 
 
-def parse_offer(body: bytes) -> RTCSessionDescription:
+def parse_offer(body: bytes, max_sdp_bytes: int | None = None) -> RTCSessionDescription:
     """Validate an /offer body (JSON around an SDP offer); raise OfferError naming the problem."""
     if not body:
         raise OfferError("empty body: expected JSON {\"sdp\": \"...\", \"type\": \"offer\"}")
@@ -49,18 +50,25 @@ def parse_offer(body: bytes) -> RTCSessionDescription:
             raise OfferError(f"field {key!r} must be a string, got {type(data[key]).__name__}")
     if data["type"] != "offer":
         raise OfferError(f"field 'type' must be \"offer\", got {data['type']!r}")
-    return check_sdp_offer(data["sdp"], "field 'sdp'")
+    return check_sdp_offer(data["sdp"], "field 'sdp'", max_sdp_bytes)
 
 
 async def handle_offer(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if request.content_type != "application/json":
+        return web.json_response({"error": f"Content-Type must be application/json (got "
+                                           f"{request.headers.get('Content-Type', 'none')!r})"}, status=415)
     try:
-        offer = parse_offer(await request.read())
+        offer = parse_offer(await request.read(), config.server.max_sdp_bytes)
     except OfferError as exc:
         log.info("rejected offer from %s: %s", request.remote, exc)
-        return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"error": str(exc)}, status=exc.status)
     registry = request.app[REGISTRY]
     try:
-        peer, answer = await registry.create(offer)
+        peer, answer = await registry.create(offer, request.remote)
+    except Rejected as rejected:
+        log.info("offer from %s refused: %s", request.remote, rejected.message)
+        return rejected.response(json_body=True)
     except ValueError as exc:
         log.info("offer from %s could not be negotiated: %s", request.remote, exc)
         return web.json_response({"error": str(exc)}, status=400)
@@ -79,7 +87,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
 async def handle_client_config(request: web.Request) -> web.Response:
     """What the web client needs to build its RTCPeerConnection (the same ICE servers)."""
     config = request.app[CONFIG]
-    return web.json_response({"iceServers": [{"urls": url} for url in config.ice.servers]})
+    return web.json_response({"iceServers": [{"urls": url} for url in config.ice.servers],
+                              "authRequired": bool(config.server.auth_token)})
 
 
 async def handle_index(request: web.Request) -> web.FileResponse:
@@ -87,7 +96,8 @@ async def handle_index(request: web.Request) -> web.FileResponse:
 
 
 def create_app(config: Config, models: AgentModels) -> web.Application:
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app = web.Application(client_max_size=config.server.max_body_bytes,
+                          middlewares=[security_middleware(config.server)])
     registry = PeerRegistry(config, models)
     metrics = AgentMetrics(active_sessions=lambda: len(registry))
     metrics.record_models(models)

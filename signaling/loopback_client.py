@@ -46,8 +46,9 @@ class SentUtterance:
 
 
 class LoopbackClient:
-    def __init__(self, ice: IceConfig, jitter_prefetch: int = 1) -> None:
+    def __init__(self, ice: IceConfig, jitter_prefetch: int = 1, auth_token: str = "") -> None:
         self.ice = ice
+        self.headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
         self.jitter_prefetch = jitter_prefetch
         self.mic_queue = PcmQueue()
         self.mic = PlayoutTrack(self.mic_queue)
@@ -66,6 +67,7 @@ class LoopbackClient:
         self.pc = pc
         pc.addTransceiver(self.mic, direction="sendrecv")
         channel = pc.createDataChannel("events")
+        self.channel = channel
 
         @channel.on("message")
         def on_message(message: str) -> None:
@@ -86,7 +88,7 @@ class LoopbackClient:
                 self.connected.set()
 
         await pc.setLocalDescription(await pc.createOffer())
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=self.headers) as http:
             async with http.post(f"{base_url}/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as resp:
                 body = await resp.json()
                 if resp.status != 200:

@@ -12,12 +12,20 @@ from aiortc.sdp import SessionDescription
 
 
 class OfferError(ValueError):
-    """An offer the agent cannot use; the message goes back to the client."""
+    """An offer the agent cannot use; the message goes back to the client (HTTP `status`)."""
+
+    status = 400
 
 
-def check_sdp_offer(sdp: str, subject: str = "the offer") -> RTCSessionDescription:
+class OfferTooLarge(OfferError):
+    status = 413
+
+
+def check_sdp_offer(sdp: str, subject: str = "the offer", max_bytes: int | None = None) -> RTCSessionDescription:
     """Validate the SDP text of an offer; `subject` names where it came from in messages
     (e.g. "field 'sdp'", "the body"). Raises OfferError naming the problem."""
+    if max_bytes is not None and len(sdp.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise OfferTooLarge(f"{subject} is larger than the {max_bytes} bytes an SDP offer may have")
     if not sdp.strip().startswith("v=0"):
         raise OfferError(f"{subject} is not an SDP session description (it must start with v=0)")
     try:

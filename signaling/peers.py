@@ -23,6 +23,7 @@ from agent.models import AgentModels
 from agent.session import AgentSession
 
 from .attach import AttachedAgent, attach_agent
+from .guard import Admission, Rejected
 from .ice import rtc_configuration
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class WatchedTrack(MediaStreamTrack):
 
     async def recv(self):
         try:
-            frame = await asyncio.wait_for(self._track.recv(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                frame = await self._track.recv()
         except TimeoutError:
             self._on_idle()
             raise MediaStreamError from None
@@ -72,6 +74,8 @@ class PeerRegistry:
         self.config = config
         self.models = models
         self.peers: dict[str, Peer] = {}
+        self.admission = Admission(config.server, lambda: len(self.peers))
+        self._ufrags: dict[str, str] = {}  # peer id -> the ICE username fragment of its offer
         # Called with each new peer's agent before negotiation (e.g. metrics.AgentMetrics.watch).
         self.observers: list[AgentObserver] = []
 
@@ -81,8 +85,14 @@ class PeerRegistry:
     def get(self, peer_id: str) -> Peer | None:
         return self.peers.get(peer_id)
 
-    async def create(self, offer: RTCSessionDescription) -> tuple[Peer, RTCSessionDescription]:
-        """Negotiate a new peer from a validated offer; raises ValueError if aiortc rejects it."""
+    async def create(self, offer: RTCSessionDescription, remote: str | None = None) -> tuple[Peer, RTCSessionDescription]:
+        """Negotiate a new peer from a validated offer. Raises Rejected when admission control
+        says no (503/429) or the offer was already answered (409), ValueError if aiortc rejects it."""
+        ufrag = _ice_ufrag(offer.sdp)
+        if ufrag is not None and ufrag in self._ufrags.values():
+            raise Rejected(409, "this offer was already answered (same ICE credentials as a live session); "
+                                "create a new offer for a new call")
+        self.admission.admit(remote)
         pc = RTCPeerConnection(rtc_configuration(self.config.ice))
         peer_id = str(uuid.uuid4())
         server = self.config.server
@@ -94,6 +104,8 @@ class PeerRegistry:
         agent = await attach_agent(pc, self.models, self.config, session_id=peer_id, wrap_inbound=watch_inbound)
         peer = Peer(peer_id, pc, agent)
         self.peers[peer.id] = peer
+        if ufrag is not None:
+            self._ufrags[peer.id] = ufrag
         for observer in self.observers:
             observer(agent)
 
@@ -129,6 +141,7 @@ class PeerRegistry:
             return
         peer.closed.set()
         self.peers.pop(peer.id, None)
+        self._ufrags.pop(peer.id, None)
         log.info("peer %s: released (%s); %d active", peer.id[:8], reason, len(self.peers))
         if peer.watchdog is not None and peer.watchdog is not asyncio.current_task():
             peer.watchdog.cancel()
@@ -136,4 +149,12 @@ class PeerRegistry:
         await peer.pc.close()
 
     async def close_all(self) -> None:
+        self.admission.closing = True  # late offers get 503 from here on
         await asyncio.gather(*(self.release(p, "server shutting down") for p in list(self.peers.values())))
+
+
+def _ice_ufrag(sdp: str) -> str | None:
+    for line in sdp.splitlines():
+        if line.startswith("a=ice-ufrag:"):
+            return line.split(":", 1)[1].strip()
+    return None

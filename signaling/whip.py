@@ -22,6 +22,7 @@ from aiohttp import web
 
 from agent.config import IceConfig
 
+from .guard import Rejected
 from .offer import OfferError, check_sdp_offer
 from .peers import PeerRegistry
 
@@ -58,7 +59,7 @@ class WhipEndpoint:
     async def handle_post(self, request: web.Request) -> web.Response:
         if request.content_type != SDP:
             got = request.headers.get("Content-Type", "none")
-            return web.Response(status=415, text=f"Content-Type must be {SDP} (got {got})\n",
+            return web.Response(status=415, text=f"Content-Type must be {SDP} (got {got!r})\n",
                                 headers={"Accept-Post": SDP})
         body = await request.read()
         try:
@@ -68,11 +69,14 @@ class WhipEndpoint:
                 sdp = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise OfferError("the body is not UTF-8 text: expected an SDP offer") from None
-            offer = check_sdp_offer(sdp, "the body")
-            peer, answer = await self.registry.create(offer)
+            offer = check_sdp_offer(sdp, "the body", self.registry.config.server.max_sdp_bytes)
+            peer, answer = await self.registry.create(offer, request.remote)
+        except Rejected as rejected:
+            log.info("WHIP offer from %s refused: %s", request.remote, rejected.message)
+            return rejected.response(json_body=False)
         except ValueError as exc:  # OfferError, or aiortc could not negotiate the offer
             log.info("rejected WHIP offer from %s: %s", request.remote, exc)
-            return web.Response(status=400, text=f"{exc}\n")
+            return web.Response(status=getattr(exc, "status", 400), text=f"{exc}\n")
         location = f"{request.path.rstrip('/')}/{peer.id}"
         response = web.Response(status=201, body=answer.sdp.encode(), content_type=SDP,
                                 headers={"Location": location})

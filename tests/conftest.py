@@ -16,12 +16,24 @@ from agent.config import load_config  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
+# An offer with video and no audio: the agent must refuse it.
+VIDEO_ONLY_SDP = """v=0
+o=- 1 1 IN IP4 127.0.0.1
+s=-
+t=0 0
+m=video 9 UDP/TLS/RTP/SAVPF 96
+c=IN IP4 0.0.0.0
+a=rtpmap:96 VP8/90000
+a=sendrecv
+"""
+
 
 @pytest.fixture(scope="session")
 def config():
     from signaling.bench import loopback_config
 
-    return loopback_config(load_config(environ={}))
+    # Many calls come from 127.0.0.1 in a short time here: no per-address rate limit (tested on its own).
+    return loopback_config(load_config(environ={}, overrides={"server.rate_limit_per_minute": "0"}))
 
 
 @pytest.fixture(scope="session")

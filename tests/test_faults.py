@@ -127,3 +127,57 @@ async def test_sigterm_mid_answer_closes_peers_and_exits_within_5_s(config, spok
             server.kill()
             server.wait()
         log_file.close()
+
+
+async def wait_sessions(http, url, predicate, timeout_s):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        async with http.get(f"{url}/healthz") as resp:
+            sessions = (await resp.json())["sessions"]
+        if predicate(sessions):
+            return sessions
+        assert asyncio.get_running_loop().time() < deadline, f"sessions stayed at {sessions}"
+        await asyncio.sleep(0.1)
+
+
+async def test_ice_that_never_connects_is_released_and_the_server_goes_on():
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from signaling.bench import loopback_config, running_agent, stub_models
+    from signaling.loopback_client import LoopbackClient
+
+    config = loopback_config(load_config(environ={}, overrides={"server.ice_connect_timeout_s": "1.5"}))
+    async with running_agent(config, stub_models()) as (url, _app):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("audio")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as resp:
+                assert resp.status == 200
+            await pc.close()  # the answer is never applied: ICE never connects
+            await wait_sessions(http, url, lambda n: n == 1, 5)
+            await wait_sessions(http, url, lambda n: n == 0, 10)
+            client = LoopbackClient(config.ice)  # and a new call works normally
+            await client.connect(url)
+            await client.wait_event(lambda e: e.get("type") == "hello", 10)
+            await client.close()
+
+
+async def test_an_events_channel_closed_early_does_not_break_the_call():
+    from signaling.bench import loopback_config, running_agent, stub_models, synthetic_questions
+    from signaling.loopback_client import LoopbackClient
+
+    config = loopback_config(load_config(environ={}))
+    async with running_agent(config, stub_models()) as (url, _app):
+        client = LoopbackClient(config.ice)
+        await client.connect(url)
+        await client.wait_event(lambda e: e.get("type") == "hello", 10)
+        client.channel.close()
+        sent = client.say(synthetic_questions()[0][1])
+        await sent.done.wait()
+        for _ in range(100):  # the answer still arrives as audio, without any events
+            if client.first_audible_after(sent.ended_at) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert client.first_audible_after(sent.ended_at) is not None
+        await client.close()

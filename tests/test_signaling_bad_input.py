@@ -6,18 +6,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from signaling.app import OfferError, parse_offer
 
+from .conftest import VIDEO_ONLY_SDP
+
 pytestmark = pytest.mark.models  # the server runs with its real models
-
-VIDEO_ONLY_SDP = """v=0
-o=- 1 1 IN IP4 127.0.0.1
-s=-
-t=0 0
-m=video 9 UDP/TLS/RTP/SAVPF 96
-c=IN IP4 0.0.0.0
-a=rtpmap:96 VP8/90000
-a=sendrecv
-"""
-
 
 async def datachannel_only_offer():
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
@@ -83,4 +74,4 @@ async def test_index_and_client_config_are_served(agent_url):
         async with http.get(f"{agent_url}/static/app.js") as resp:
             assert resp.status == 200
         async with http.get(f"{agent_url}/client-config") as resp:
-            assert (await resp.json()) == {"iceServers": []}
+            assert (await resp.json()) == {"iceServers": [], "authRequired": False}

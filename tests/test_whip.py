@@ -17,22 +17,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from yarl import URL
 
+from .conftest import VIDEO_ONLY_SDP
+
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
 
 RATE = 48000
 FRAME = RATE // 50  # 20 ms
 LOUD_RMS = 200  # ~ -44 dBFS: a received frame louder than this carries speech
-
-VIDEO_ONLY_SDP = """v=0
-o=- 1 1 IN IP4 127.0.0.1
-s=-
-t=0 0
-m=video 9 UDP/TLS/RTP/SAVPF 96
-c=IN IP4 0.0.0.0
-a=rtpmap:96 VP8/90000
-a=sendrecv
-"""
-
 
 class SpeechTrack(MediaStreamTrack):
     """Microphone stand-in: 20 ms s16 mono 48 kHz frames from a buffer (silence when it is

@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   connect: $("connect"), hangup: $("hangup"), connection: $("connection"), state: $("state"),
   message: $("message"), transcript: $("transcript"), latency: $("latency").querySelector("tbody"),
-  audio: $("agent-audio"), micLevel: $("mic-level"),
+  audio: $("agent-audio"), micLevel: $("mic-level"), token: $("token"),
 };
 
 let pc = null;
@@ -134,6 +134,12 @@ async function connect() {
   startMeter(micStream);
   try {
     const clientConfig = await (await fetch("/client-config")).json();
+    const headers = { "Content-Type": "application/json" };
+    if (clientConfig.authRequired) {
+      ui.token.hidden = false;
+      if (!ui.token.value) throw new Error("this agent needs an access token: enter it and connect again");
+      headers.Authorization = `Bearer ${ui.token.value}`;
+    }
     pc = new RTCPeerConnection({ iceServers: clientConfig.iceServers || [] });
     window.agentPc = pc;  // for tests and debugging: getStats() of the call
     pc.addTransceiver(micStream.getAudioTracks()[0], { direction: "sendrecv", streams: [micStream] });
@@ -154,7 +160,7 @@ async function connect() {
     await waitForIceGathering(pc);
     const response = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers,
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
     });
     const answer = await response.json().catch(() => ({}));
