@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 from agent.config import DEFAULT_TOML, Config, ConfigError, load_config

@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from agent.audio import first_channel, rms_dbfs
 from agent.config import IceConfig
 from agent.pcm_queue import PcmQueue, Segment
-from agent.playout import SAMPLE_RATE, PlayoutTrack
+from agent.playout import PlayoutTrack
 
 from .ice import apply_host_addresses, rtc_configuration
 from . import media_costs

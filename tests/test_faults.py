@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 import pytest
 
 from agent.config import load_config

@@ -4,7 +4,6 @@ import asyncio
 import gc
 import threading
 
-import pytest
 
 from signaling.bench import rss_mb, running_agent, soak, stub_models
 from signaling.loopback_client import LoopbackClient
