@@ -58,7 +58,6 @@ class PlayoutTrack(MediaStreamTrack):
         super().__init__()
         self.queue = queue
         self.samples_per_frame = SAMPLE_RATE * frame_ms // 1000
-        self.frame_s = frame_ms / 1000.0
         self.max_lag_s = max_lag_ms / 1000.0
         self._clock = clock
         self._sleep = sleep

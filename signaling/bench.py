@@ -11,6 +11,7 @@ tone voice to measure the pipeline and transport alone; `--concurrency K` runs K
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -30,7 +31,7 @@ from agent.playout import SAMPLE_RATE as WIRE_RATE
 from agent.stub import ScriptedBrain, ToneVoice, vowel_sound
 from agent.voice import Voice
 
-from .app import create_app
+from .app import REGISTRY, create_app
 from .ice import apply_host_addresses
 from .loopback_client import LoopbackClient
 
@@ -285,8 +286,6 @@ class SoakSample:
 async def soak(config: Config, minutes: float, stub: bool = True, interval_s: float = 6.0,
                sample_s: float = 5.0, out_dir: str | None = None) -> dict:
     """One call for `minutes`, a question every `interval_s`; samples drift, lateness, memory."""
-    from .app import REGISTRY
-
     minutes = min(minutes, 120.0)  # bounded: at most two hours
     models = stub_models() if stub else await load_real_models(config)
     questions = await questions_for(models, [])
@@ -331,7 +330,7 @@ async def soak(config: Config, minutes: float, stub: bool = True, interval_s: fl
     }
     target = Path(out_dir or os.path.join("artifacts", "bench"))
     target.mkdir(parents=True, exist_ok=True)
-    (target / "soak.json").write_text(__import__("json").dumps(result, indent=2))
+    (target / "soak.json").write_text(json.dumps(result, indent=2))
     print(f"soak: {result['turns']} turns in {minutes:g} min; outbound clock max behind {result['max_behind_ms']} ms, "
           f"re-anchored {result['stalls']} times; RSS growth {result['rss_growth_mb']} MiB")
     return result

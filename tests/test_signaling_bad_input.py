@@ -1,5 +1,7 @@
 """POST /offer with bad input: a 4xx with a message, and the server goes on serving."""
 
+import json
+
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
@@ -61,7 +63,7 @@ async def test_oversized_body_is_refused(agent_url, config):
 def test_parse_offer_accepts_a_real_audio_offer():
     sdp = VIDEO_ONLY_SDP.replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=audio 9 UDP/TLS/RTP/SAVPF 111").replace(
         "a=rtpmap:96 VP8/90000", "a=rtpmap:111 opus/48000/2")
-    assert parse_offer(('{"sdp": %s, "type": "offer"}' % __import__("json").dumps(sdp)).encode()).type == "offer"
+    assert parse_offer(('{"sdp": %s, "type": "offer"}' % json.dumps(sdp)).encode()).type == "offer"
     with pytest.raises(OfferError):
         parse_offer(b"{}")
 
