@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="offer only this local address as an ICE host candidate (ice.host_addresses; repeatable)")
 
     parser = argparse.ArgumentParser(
-        prog="run.py", description="WebRTC real-time voice agent.", parents=[common],
+        description="WebRTC real-time voice agent.", parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_keys_help(),
     )
     sub = parser.add_subparsers(dest="command")
@@ -106,49 +106,30 @@ def setup_logging(level: str) -> None:
 
 
 async def _serve(config: Config) -> None:
-    from aiohttp import web
-
     from agent.models import load_models
-    from signaling.app import create_app
-    from signaling.ice import apply_host_addresses
+    from signaling.server import serve_until_signalled
 
-    apply_host_addresses(config.ice.host_addresses)
     models = await asyncio.to_thread(load_models, config, sys.stderr.isatty())
-    await models.warm_up()
-    app = create_app(config, models)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    log.info("voice agent ready: open http://%s:%d/ (brain=%s, voice=%s)",
-             config.server.host, config.server.port, models.brain.name, models.voice.name)
-    if config.server.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("bound to %s: the agent is reachable from the network", config.server.host)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await models.warm_up()
+        await serve_until_signalled(config, models)
     finally:
-        log.info("shutting down")
-        await runner.cleanup()
         models.close()
 
 
 def _models(config: Config, verify: bool) -> int:
-    from agent.model_files import ALL_FILES, ModelFileError, ensure_files, resolve_cache_dir, verify_files
+    from agent.models import all_model_files
+    from agent.runtime.model_files import ModelFileError, ensure_files, resolve_cache_dir, verify_files
 
     cache_dir = resolve_cache_dir(config.models.cache_dir)
+    files = all_model_files(config)
     try:
-        paths = ensure_files(ALL_FILES, cache_dir, progress=True)
+        paths = ensure_files(files, cache_dir, progress=True)
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if verify:
-        problems = verify_files(ALL_FILES, cache_dir, progress=True)
+        problems = verify_files(files, cache_dir, progress=True)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
@@ -158,28 +139,29 @@ def _models(config: Config, verify: bool) -> int:
     return 0
 
 
-def _voxtral_arch_bench(out_dir: str | None) -> int:
-    import json
-    from pathlib import Path
+def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.soak is not None:
+        from bench.soak import soak
 
-    import torch
+        if not 0 < args.soak <= 120:
+            parser.error("--soak takes 0 < MINUTES <= 120")
+        result = asyncio.run(soak(config, args.soak, stub=not args.real, out_dir=args.out))
+        return 0 if result["stalls"] == 0 else 1
+    if args.voxtral_arch:
+        from bench.voxtral_arch import print_architecture_timings
 
-    from agent.voxtral_arch_bench import time_architecture
+        return print_architecture_timings(args.out)
+    if args.report:
+        from bench.standard import write_benchmarks_md
 
-    if not torch.cuda.is_available():
-        print("note: no CUDA GPU here; the real-size model runs on the CPU in fp32 and takes minutes per turn. "
-              "These figures are not the GPU figures.", file=sys.stderr)
-    results = time_architecture("mini-3b")
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    print(f"Voxtral-Mini-3B architecture, random weights, on {device}:")
-    print(f"{'utterance':>10} {'audio tok':>9} {'encode ms':>10} {'1st tok ms':>10} {'inter ms':>9} {'inter p90':>9}")
-    for r in results:
-        print(f"{r['utterance_s']:>9.0f}s {r['audio_tokens']:>9} {r['encode_ms_median']:>10.1f} "
-              f"{r['first_token_ms_median']:>10.1f} {r['inter_token_ms_median']:>9.1f} {r['inter_token_ms_p90']:>9.1f}")
-    target = Path(out_dir or "artifacts/bench")
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "voxtral-arch.json").write_text(json.dumps({"device": device, "results": results}, indent=2))
-    return 0
+        return asyncio.run(write_benchmarks_md(config, turns_override=args.turns if args.turns != 5 else None))
+    from bench.runner import run_bench
+
+    if args.turns < 1 or args.concurrency < 1:
+        parser.error("--turns and --concurrency must be at least 1")
+    return asyncio.run(run_bench(config, turns=args.turns, wavs=args.wav, stub=args.stub,
+                                 concurrency=args.concurrency, url=args.url, out_dir=args.out,
+                                 client_prefetch=args.prefetch))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,29 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     setup_logging(config.server.log_level)
     command = args.command or "serve"
-    from agent.model_files import ModelFileError
-    from agent.voxtral import VoxtralUnavailable
+    from agent.brains.voxtral import VoxtralUnavailable
+    from agent.runtime.model_files import ModelFileError
 
     try:
         if command == "models":
             return _models(config, args.verify)
-        if command == "bench" and args.soak is not None:
-            from signaling.bench import soak
-
-            if not 0 < args.soak <= 120:
-                parser.error("--soak takes 0 < MINUTES <= 120")
-            result = asyncio.run(soak(config, args.soak, stub=not args.real, out_dir=args.out))
-            return 0 if result["stalls"] == 0 else 1
-        if command == "bench" and args.voxtral_arch:
-            return _voxtral_arch_bench(args.out)
         if command == "bench":
-            from signaling.bench import run_bench
-
-            if args.turns < 1 or args.concurrency < 1:
-                parser.error("--turns and --concurrency must be at least 1")
-            return asyncio.run(run_bench(config, turns=args.turns, wavs=args.wav, stub=args.stub,
-                                         concurrency=args.concurrency, url=args.url, out_dir=args.out,
-                                         report=args.report, client_prefetch=args.prefetch))
+            return _bench(config, args, parser)
         asyncio.run(_serve(config))
     except (ModelFileError, VoxtralUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)

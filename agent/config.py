@@ -16,7 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-DEFAULT_TOML = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+from agent import brains, voices
+
+
+def _default_toml() -> Path:
+    """config/default.toml in a source checkout; the copy packaged as agent/defaults/ when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "config" / "default.toml", here / "defaults" / "default.toml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("config/default.toml is missing from this installation")
+
+
+DEFAULT_TOML = _default_toml()
 ENV_PREFIX = "VOICE_AGENT_"
 
 
@@ -167,7 +179,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "turns.min_speech_ms": (lambda v: v >= 0, ">= 0"),
     "turns.max_utterance_ms": (lambda v: v >= 1000, ">= 1000"),
     "turns.preroll_ms": (lambda v: v >= 0, ">= 0"),
-    "brain.kind": (lambda v: v in ("auto", "voxtral", "cascade"), "auto, voxtral or cascade"),
+    "brain.kind": (lambda v: v in brains.CHOICES, " or ".join(brains.CHOICES)),
     "voxtral.max_new_tokens": (lambda v: v >= 1, ">= 1"),
     "voxtral.max_context_tokens": (lambda v: v >= 512, ">= 512"),
     "voxtral.temperature": (lambda v: 0 <= v <= 2, "0..2"),
@@ -186,7 +198,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "phrases.min_words": (lambda v: v >= 1, ">= 1"),
     "phrases.max_words": (lambda v: v >= 2, ">= 2"),
     "phrases.timeout_ms": (lambda v: v >= 10, ">= 10"),
-    "voice.kind": (lambda v: v in ("kokoro-onnx", "kokoro-torch"), "kokoro-onnx or kokoro-torch"),
+    "voice.kind": (lambda v: v in voices.CHOICES, " or ".join(voices.CHOICES)),
     "voice.speed": (lambda v: 0.5 <= v <= 2.0, "0.5..2.0"),
     "voice.threads": (lambda v: v >= 1, ">= 1"),
     "playout.frame_ms": (lambda v: v in (10, 20), "10 or 20"),

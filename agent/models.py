@@ -1,4 +1,8 @@
-"""Load the brain and voice chosen in config, from verified model files, once per process."""
+"""Load the brain and voice chosen in config, from verified model files, once per process.
+
+Which brain and voice exist, which files each needs and how each loads is declared by the brain
+and voice modules themselves (`agent/brains/`, `agent/voices/`); this module only asks them.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .brain import Brain
-from .config import Config
-from .model_files import CASCADE_FILES, KOKORO_ONNX, KOKORO_VOICES, LLM_GGUF, WHISPER_FILES, ensure_files, resolve_cache_dir
-from .voice import Voice
+from agent.brains import BRAINS, brain_kind, choose_brain
+from agent.brains.base import Brain
+from agent.config import Config
+from agent.runtime.model_files import ModelFile, ensure_files, resolve_cache_dir
+from agent.voices import VOICES, voice_kind
+from agent.voices.base import Voice
 
 log = logging.getLogger(__name__)
 
@@ -24,56 +30,48 @@ class AgentModels:
         await self.brain.warm_up()
         await self.voice.warm_up()
 
+    def load_times(self) -> dict[str, float]:
+        """Seconds to load each model (and `total`: files verified and everything loaded)."""
+        times = dict(self.brain.load_times())
+        voice_s = getattr(self.voice, "load_s", None)
+        if isinstance(voice_s, (int, float)):
+            times["voice"] = float(voice_s)
+        times["total"] = float(self.load_s)
+        return times
+
     def close(self) -> None:
         self.brain.close()
         self.voice.close()
 
 
-def required_files(config: Config, brain_kind: str):
-    files = []
-    if brain_kind == "cascade":
-        files += CASCADE_FILES
-    files.append(KOKORO_VOICES)  # the offline voice pack, for either voice
-    if config.voice.kind == "kokoro-onnx":
-        files.append(KOKORO_ONNX)
-    return tuple(files)
+def _unique(files) -> tuple[ModelFile, ...]:
+    return tuple({f.relpath: f for f in files}.values())
 
 
-def load_brain(config: Config, kind: str, paths) -> Brain:
-    if kind == "voxtral":
-        from .voxtral import VoxtralBrain
-
-        return VoxtralBrain.load(config.voxtral, config.brain)
-    from .cascade import CascadeBrain
-
-    return CascadeBrain.load(
-        whisper_dir=paths[WHISPER_FILES[0].relpath].parent,
-        gguf=paths[LLM_GGUF.relpath],
-        brain=config.brain, asr=config.asr, llm=config.llm,
-    )
+def required_files(config: Config, brain_name: str) -> tuple[ModelFile, ...]:
+    """The model files the chosen brain and the configured voice need."""
+    return _unique((*brain_kind(brain_name).model_files(config), *voice_kind(config.voice.kind).model_files(config)))
 
 
-def load_voice(config: Config, paths) -> Voice:
-    if config.voice.kind == "kokoro-torch":
-        from .kokoro_torch_voice import KokoroTorchVoice
-
-        return KokoroTorchVoice(config.voice, paths[KOKORO_VOICES.relpath])
-    from .kokoro_onnx_voice import KokoroOnnxVoice
-
-    return KokoroOnnxVoice(paths[KOKORO_ONNX.relpath], paths[KOKORO_VOICES.relpath], config.voice)
+def all_model_files(config: Config) -> tuple[ModelFile, ...]:
+    """Every model file any brain or voice can need (what `run.py models` assembles)."""
+    files: list[ModelFile] = []
+    for name in BRAINS:
+        files += brain_kind(name).model_files(config)
+    for name in VOICES:
+        files += voice_kind(name).model_files(config)
+    return _unique(files)
 
 
 def load_models(config: Config, progress: bool = True) -> AgentModels:
     """Assemble/verify the model files, then load brain and voice. Raises ModelFileError or
     VoxtralUnavailable with a message that says how to fix it."""
-    from .voxtral import choose_brain
-
     started = time.perf_counter()
-    kind, reason = choose_brain(config.brain.kind, config.voxtral.model)
-    log.info("brain: %s (%s)", kind, reason)
-    paths = ensure_files(required_files(config, kind), resolve_cache_dir(config.models.cache_dir), progress)
-    brain = load_brain(config, kind, paths)
-    voice = load_voice(config, paths)
+    brain_name, reason = choose_brain(config)
+    log.info("brain: %s (%s)", brain_name, reason)
+    paths = ensure_files(required_files(config, brain_name), resolve_cache_dir(config.models.cache_dir), progress)
+    brain = brain_kind(brain_name).load(config, paths)
+    voice = voice_kind(config.voice.kind).load(config, paths)
     load_s = time.perf_counter() - started
     log.info("models ready in %.2fs (brain=%s, voice=%s)", load_s, brain.name, voice.name)
     return AgentModels(brain, voice, load_s)

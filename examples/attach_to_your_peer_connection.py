@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from agent.config import load_config  # noqa: E402
+from agent.events import Event, TurnFinished, to_json  # noqa: E402
 from agent.models import load_models  # noqa: E402
-from agent.pcm_queue import PcmQueue  # noqa: E402
-from agent.playout import PlayoutTrack  # noqa: E402
+from agent.pipeline.audio import read_wav, write_wav  # noqa: E402
+from agent.pipeline.pcm_queue import PcmQueue  # noqa: E402
+from agent.voices.base import render  # noqa: E402
 from signaling import apply_host_addresses, attach_agent, rtc_configuration  # noqa: E402
-from signaling.bench import read_wav_48k, synthesize_question  # noqa: E402
+from signaling.playout_track import PlayoutTrack  # noqa: E402
 
 
 async def main(wav: str | None) -> None:
@@ -36,7 +37,7 @@ async def main(wav: str | None) -> None:
     apply_host_addresses(config.ice.host_addresses)
     models = load_models(config)
     await models.warm_up()
-    question = read_wav_48k(wav) if wav else await synthesize_question(models.voice, "What is the capital of France?")
+    question = read_wav(wav, 48000) if wav else await render(models.voice, "What is the capital of France?", 48000)
 
     # The caller: a microphone playing the question, and a loudspeaker that records.
     caller = RTCPeerConnection(rtc_configuration(config.ice))
@@ -58,10 +59,10 @@ async def main(wav: str | None) -> None:
     call_app = RTCPeerConnection(rtc_configuration(config.ice))
     turn_done = asyncio.Event()
 
-    def on_event(event: dict) -> None:
-        if event["type"] in ("transcript", "agent_text", "timeline", "error"):
-            print(event)
-        if event["type"] == "timeline":
+    def on_event(event: Event) -> None:
+        if event.type in ("transcript", "agent_text", "timeline", "error"):
+            print(to_json(event))
+        if isinstance(event, TurnFinished):
             turn_done.set()
 
     await caller.setLocalDescription(await caller.createOffer())
@@ -79,11 +80,7 @@ async def main(wav: str | None) -> None:
     await call_app.close()
     await caller.close()
     models.close()
-    with wave.open("answer.wav", "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(48000)
-        out.writeframes(np.concatenate(heard).astype(np.int16).tobytes() if heard else b"")
+    write_wav("answer.wav", np.concatenate(heard) if heard else np.zeros(0, np.int16), 48000)
     print("wrote answer.wav")
 
 

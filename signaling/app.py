@@ -27,7 +27,16 @@ from .whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+def _web_dir() -> Path:
+    """web/ in a source checkout; the copy packaged as signaling/web/ when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "web", here / "web"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    raise FileNotFoundError("the web client (web/index.html) is missing from this installation")
+
+
+WEB_DIR = _web_dir()
 REGISTRY = web.AppKey("registry", PeerRegistry)
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", AgentMetrics)

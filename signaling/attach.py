@@ -10,8 +10,8 @@ with one call, then negotiates as it always does:
 `attach_agent` opens an AgentSession; sends its paced playout track on the peer connection
 (`pc.addTrack`); listens to the first inbound audio track, whether it is already there or
 arrives later, with the receive jitter buffer set from `ice.jitter_prefetch`; and delivers the
-session's events (see README, "Events") to `on_event` and to a data channel labelled "events" if
-one is opened. Call it before `createOffer()` when your side offers, or after
+session's events (typed, see `agent.events` and README, "Events") to `on_event` and, as JSON,
+to a data channel labelled "events" if one is opened. Call it before `createOffer()` when your side offers, or after
 `setRemoteDescription(offer)` and before `createAnswer()` when it answers: either way the
 agent's audio goes out on the call's audio transceiver. The agent closes itself when the peer
 connection closes or fails.
@@ -25,6 +25,8 @@ The server's own signaling (`POST /offer`, `POST /whip`) wires its peers with `a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -35,20 +37,21 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from agent.config import Config
+from agent.events import Event, Hello, StateChanged, to_json
 from agent.models import AgentModels
+from agent.pipeline.timeline import TurnTimeline
 from agent.session import AgentSession
-from agent.timeline import TurnTimeline
 
-from . import media_costs
-from .jitter import set_jitter_prefetch
-
-media_costs.install()
+from . import aiortc_adjustments
+from .aiortc_adjustments import set_jitter_prefetch
+from .inbound import read_inbound
+from .playout_track import PlayoutTrack
 
 log = logging.getLogger(__name__)
 
 EVENTS_LABEL = "events"  # the data channel that carries the session's events
 
-EventCallback = Callable[[dict], None]
+EventCallback = Callable[[Event], None]
 InboundWrapper = Callable[[MediaStreamTrack], MediaStreamTrack]
 
 
@@ -63,14 +66,13 @@ class AttachedAgent:
         self.config = config
         self.session = AgentSession(config, models.brain, models.voice)
         self.session.set_event_sink(self._dispatch)
+        # The agent's voice: 20 ms, 48 kHz mono frames from the session's queue, paced in real time.
+        self.outbound = PlayoutTrack(self.session.output, config.playout.frame_ms, config.playout.max_lag_ms)
+        self.outbound.frame_listeners.append(self.session.on_output_frame)
         self.inbound: MediaStreamTrack | None = None
         self.closed = False
+        self._reader: asyncio.Task | None = None
         self._listeners: list[EventCallback] = [on_event] if on_event is not None else []
-
-    @property
-    def outbound(self) -> MediaStreamTrack:
-        """The agent's voice: 20 ms, 48 kHz mono frames, paced in real time (silence when quiet)."""
-        return self.session.playout
 
     @property
     def timelines(self) -> list[TurnTimeline]:
@@ -82,10 +84,13 @@ class AttachedAgent:
         if self.closed:
             raise RuntimeError("the agent is closed")
         self.inbound = track
-        self.session.attach_inbound(track)
+        if self._reader is not None:
+            self._reader.cancel()
+        self._reader = asyncio.create_task(read_inbound(track, self.session), name=f"agent-{self.id[:8]}-inbound")
 
     def add_event_listener(self, listener: EventCallback) -> None:
-        """Call `listener(event)` for every event of the session from now on (a dict, as in README)."""
+        """Call `listener(event)` for every event of the session from now on (an `agent.events`
+        dataclass; `agent.events.to_json(event)` is the dict sent on the events channel)."""
         self._listeners.append(listener)
 
     def remove_event_listener(self, listener: EventCallback) -> None:
@@ -96,14 +101,13 @@ class AttachedAgent:
         """Send the session's events on `channel` as JSON text, starting with a `hello` and the
         current `state` once the channel is open."""
 
-        def send(event: dict) -> None:
+        def send(event: Event) -> None:
             if channel.readyState == "open":
-                channel.send(json.dumps(event))
+                channel.send(json.dumps(to_json(event)))
 
         def greet() -> None:
-            send({"type": "hello", "session": self.id, "brain": self.models.brain.name,
-                  "voice": self.models.voice.name})
-            send({"type": "state", "state": self.session.state})
+            send(Hello(self.id, self.models.brain.name, self.models.voice.name))
+            send(StateChanged(self.session.state))
 
         self.add_event_listener(send)
         channel.on("close", lambda: self.remove_event_listener(send))
@@ -112,12 +116,12 @@ class AttachedAgent:
         else:
             channel.once("open", greet)
 
-    def _dispatch(self, event: dict) -> None:
+    def _dispatch(self, event: Event) -> None:
         for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception:  # one broken listener must not starve the others or break the turn
-                log.debug("agent %s: event listener failed on %s", self.id[:8], event.get("type"), exc_info=True)
+                log.debug("agent %s: event listener failed on %s", self.id[:8], event.type, exc_info=True)
 
     async def close(self) -> None:
         """End the conversation: cancel the turn, stop the outbound track and stop listening.
@@ -125,6 +129,11 @@ class AttachedAgent:
         if self.closed:
             return
         self.closed = True
+        self.outbound.stop()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
         await self.session.close()
 
 
@@ -139,6 +148,7 @@ async def attach_agent(pc: RTCPeerConnection, models: AgentModels, config: Confi
     `jitter_prefetch` overrides `config.ice.jitter_prefetch`. `session_id` names the session in
     the `hello` event (default: a fresh UUID).
     """
+    aiortc_adjustments.install()
     agent = AttachedAgent(models, config, on_event, session_id)
     prefetch = config.ice.jitter_prefetch if jitter_prefetch is None else jitter_prefetch
     pc.addTrack(agent.outbound)
@@ -176,6 +186,7 @@ def agent_for_track(inbound: MediaStreamTrack, models: AgentModels, config: Conf
                     on_event: EventCallback | None = None) -> AttachedAgent:
     """The lower-level form: an agent listening to `inbound` (the user's audio). Send its
     `.outbound` track to the user; `close()` it when the call ends. Needs a running event loop."""
+    aiortc_adjustments.install()
     agent = AttachedAgent(models, config, on_event)
     agent.listen(inbound)
     return agent

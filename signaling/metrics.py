@@ -24,34 +24,13 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from agent.events import OUTCOMES, BargeIn, Event, TurnError, TurnFinished
 from agent.models import AgentModels
 
 from .attach import AttachedAgent
 
 STAGE_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
 LATENESS_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
-
-
-def model_load_times(models: AgentModels) -> dict[str, float]:
-    """Load seconds per model, as far as the loaded objects report them (`load_s` attributes):
-    the cascade brain's `asr` and `llm`, another brain as `brain`, the `voice`, and `total`
-    (files verified and everything loaded)."""
-    def seconds(thing: object) -> float | None:
-        value = getattr(thing, "load_s", None)
-        return float(value) if isinstance(value, (int, float)) else None
-
-    times: dict[str, float] = {}
-    brain = models.brain
-    for label, part in (("asr", getattr(brain, "transcriber", None)), ("llm", getattr(brain, "chat", None))):
-        if (s := seconds(part)) is not None:
-            times[label] = s
-    if not times and (s := seconds(brain)) is not None:
-        times["brain"] = s
-    if (s := seconds(models.voice)) is not None:
-        times["voice"] = s
-    if (s := seconds(models)) is not None:
-        times["total"] = s
-    return times
 
 
 class AgentMetrics:
@@ -78,44 +57,35 @@ class AgentMetrics:
             "voice_agent_outbound_frame_lateness_seconds", "How late each outbound audio frame was handed to the sender.",
             buckets=LATENESS_BUCKETS_S, registry=r)
         self.model_load = Gauge("voice_agent_model_load_seconds", "Seconds to load each model.", ["model"], registry=r)
-        for outcome in ("answered", "interrupted", "error", "empty"):
+        for outcome in OUTCOMES:
             self.turns.labels(outcome=outcome)  # present (at 0) before the first turn
 
     # -- feeding ---------------------------------------------------------------------------
     def record_models(self, models: AgentModels) -> None:
-        for model, seconds in model_load_times(models).items():
+        for model, seconds in models.load_times().items():
             self.model_load.labels(model=model).set(seconds)
 
     def watch(self, agent: AttachedAgent) -> None:
         """Observe one agent for its whole life: its events and its outbound frames."""
         self.sessions.inc()
         agent.add_event_listener(self.record_event)
-        playout = agent.session.playout
-        previous = playout.on_frame
         lateness = self.frame_lateness
+        agent.outbound.frame_listeners.append(lambda lateness_s, _filled, _samples: lateness.observe(lateness_s))
 
-        def on_frame(lateness_s: float, filled: int) -> None:
-            if previous is not None:
-                previous(lateness_s, filled)
-            lateness.observe(lateness_s)
-
-        playout.on_frame = on_frame
-
-    def record_event(self, event: dict) -> None:
+    def record_event(self, event: Event) -> None:
         """Count one session event (others are ignored)."""
-        kind = event.get("type")
-        if kind == "timeline":
-            self.turns.labels(outcome=str(event.get("outcome", "unknown"))).inc()
-            for stage, ms in event.get("ms", {}).items():
+        if isinstance(event, TurnFinished):
+            self.turns.labels(outcome=event.outcome).inc()
+            for stage, ms in event.ms.items():
                 if stage != "speech_end":  # the origin: always 0
                     self.stage_latency.labels(stage=stage).observe(max(0.0, ms / 1000.0))
-            gaps = event.get("playout", {}).get("gaps", 0)
+            gaps = event.playout.get("gaps", 0)
             if gaps:
                 self.answer_gaps.inc(gaps)
-        elif kind == "barge_in":
+        elif isinstance(event, BargeIn):
             self.barge_ins.inc()
-        elif kind == "error":
-            self.errors.labels(kind=str(event.get("kind", "unknown"))).inc()
+        elif isinstance(event, TurnError):
+            self.errors.labels(kind=event.kind).inc()
 
     # -- reading ---------------------------------------------------------------------------
     def exposition(self) -> tuple[bytes, str]:

@@ -24,7 +24,7 @@ from agent.session import AgentSession
 
 from .attach import AttachedAgent, attach_agent
 from .guard import Admission, Rejected
-from .ice import rtc_configuration
+from .ice import rtc_configuration, use_host_addresses
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class PeerRegistry:
         try:
             await pc.setRemoteDescription(offer)
             answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
+            with use_host_addresses(self.config.ice.host_addresses):  # gathering happens here
+                await pc.setLocalDescription(answer)
         except Exception as exc:
             await self.release(peer, "negotiation failed")
             raise ValueError(f"the offer could not be negotiated: {exc}") from exc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ a=sendrecv
 
 @pytest.fixture(scope="session")
 def config():
-    from signaling.bench import loopback_config
+    from signaling.server import loopback_config
 
     # Many calls come from 127.0.0.1 in a short time here: no per-address rate limit (tested on its own).
     return loopback_config(load_config(environ={}, overrides={"server.rate_limit_per_minute": "0"}))
@@ -48,10 +47,10 @@ async def models(config):
 
 @pytest.fixture(scope="session")
 async def agent_url(config, models):
-    from signaling.bench import running_agent
+    from signaling.server import running_server
 
-    async with running_agent(config, models) as (url, app):
-        yield url
+    async with running_server(config, models) as server:
+        yield server.url
 
 
 _question_cache: dict[str, np.ndarray] = {}
@@ -60,11 +59,11 @@ _question_cache: dict[str, np.ndarray] = {}
 @pytest.fixture(scope="session")
 def spoken(models):
     """spoken(text) -> int16 48 kHz mono speech made with the Kokoro voice (cached; saved as WAV)."""
-    from signaling.bench import synthesize_question
+    from agent.voices.base import render
 
     async def make(text: str) -> np.ndarray:
         if text not in _question_cache:
-            audio = await synthesize_question(models.voice, text)
+            audio = await render(models.voice, text, 48000)
             _question_cache[text] = audio
             ARTIFACTS.mkdir(exist_ok=True)
             name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
@@ -75,12 +74,10 @@ def spoken(models):
 
 
 def save_wav(path: Path, samples_48k: np.ndarray) -> None:
+    from agent.pipeline.audio import write_wav
+
     path.parent.mkdir(exist_ok=True)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(48000)
-        wav.writeframes(samples_48k.tobytes())
+    write_wav(path, samples_48k, 48000)
 
 
 def words(text: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from agent.stub import vowel_sound
+from agent.testing import vowel_sound
 
 RATE = 16000
 

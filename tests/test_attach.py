@@ -11,8 +11,9 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from agent.pcm_queue import PcmQueue
-from agent.playout import PlayoutTrack
+from agent.events import EVENTS, to_json
+from agent.pipeline.pcm_queue import PcmQueue
+from signaling.playout_track import PlayoutTrack
 from signaling import AttachedAgent, agent_for_track, apply_host_addresses, attach_agent, rtc_configuration
 
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
@@ -34,6 +35,14 @@ async def wait_until(predicate, timeout_s: float, what: str) -> None:
 
 def of_type(events: list[dict], kind: str) -> list[dict]:
     return [e for e in events if e.get("type") == kind]
+
+
+def collect(into: list[dict]):
+    """An on_event callback: checks each event is one of agent.events' types and keeps its JSON."""
+    def on_event(event) -> None:
+        assert isinstance(event, EVENTS), event
+        into.append(to_json(event))
+    return on_event
 
 
 class Caller:
@@ -103,7 +112,7 @@ async def test_attach_to_a_peer_connection_that_answers(config, models, spoken):
     try:
         await caller.pc.setLocalDescription(await caller.pc.createOffer())
         await call_app.setRemoteDescription(caller.pc.localDescription)
-        agent = await attach_agent(call_app, models, config, on_event=app_events.append)
+        agent = await attach_agent(call_app, models, config, on_event=collect(app_events))
         await call_app.setLocalDescription(await call_app.createAnswer())
         await caller.pc.setRemoteDescription(call_app.localDescription)
         await asyncio.wait_for(caller.connected.wait(), 20)
@@ -124,7 +133,7 @@ async def test_attach_to_a_peer_connection_that_answers(config, models, spoken):
 
         await call_app.close()  # the agent ends with the peer connection
         await wait_until(lambda: agent.closed, 5, "the agent to close with its peer connection")
-        assert agent.session.playout.readyState == "ended"
+        assert agent.outbound.readyState == "ended"
     finally:
         await caller.close()
         await call_app.close()
@@ -138,7 +147,7 @@ async def test_attach_to_a_peer_connection_that_offers(config, models, spoken):
     caller = Caller(RTCPeerConnection(rtc_configuration(config.ice)))
     events: list[dict] = []
     try:
-        agent = await attach_agent(call_app, models, config, on_event=events.append)
+        agent = await attach_agent(call_app, models, config, on_event=collect(events))
         await call_app.setLocalDescription(await call_app.createOffer())
         await caller.pc.setRemoteDescription(call_app.localDescription)
         caller.pc.addTrack(caller.mic)
@@ -150,7 +159,7 @@ async def test_attach_to_a_peer_connection_that_offers(config, models, spoken):
         await ask(caller, agent, events, question)
         assert of_type(events, "transcript") and of_type(events, "timeline")[0]["outcome"] == "answered"
         await agent.close()
-        assert agent.session.playout.readyState == "ended"
+        assert agent.outbound.readyState == "ended"
     finally:
         await caller.close()
         await call_app.close()
@@ -161,7 +170,7 @@ async def test_agent_for_track_without_a_peer_connection(config, models, spoken)
     question = await spoken("What color is the sky on a clear day?")
     mic_queue = PcmQueue()
     events: list[dict] = []
-    agent = agent_for_track(PlayoutTrack(mic_queue), models, config, on_event=events.append)
+    agent = agent_for_track(PlayoutTrack(mic_queue), models, config, on_event=collect(events))
     heard: list[tuple[float, float]] = []
 
     async def play_out() -> None:

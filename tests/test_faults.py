@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 
 from agent.config import load_config
+from agent.events import to_json
 from agent.session import AgentSession
-from agent.stub import ScriptedBrain, ScriptedConversation, ToneVoice
+from agent.testing import ScriptedBrain, ScriptedConversation, ToneVoice
 
 from .synth import voiced
 
@@ -46,14 +47,14 @@ class HangsOnce(ScriptedBrain):
 
 async def drain(session, turn):
     while not turn.task.done():
-        session.playout_queue.pull(960 * 10)
+        session.output.pull(960 * 10)
         await asyncio.sleep(0.01)
 
 
 async def test_a_hung_model_ends_the_turn_with_an_error_and_the_session_goes_on():
     config = load_config(environ={}, overrides={"brain.stall_timeout_s": "0.5"})
     events = []
-    session = AgentSession(config, HangsOnce(), ToneVoice(), send_event=events.append)
+    session = AgentSession(config, HangsOnce(), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
     turn = session.start_turn(voiced(600), 0.0, 0.2)
     await asyncio.wait_for(drain(session, turn), 10)
     error = next(e for e in events if e["type"] == "error")
@@ -69,7 +70,7 @@ async def test_a_slow_but_steady_model_is_not_cut_off():
     config = load_config(environ={}, overrides={"brain.stall_timeout_s": "0.5"})
     events = []
     brain = ScriptedBrain(first_token_delay_s=0.3, token_interval_s=0.2)  # total well over the stall timeout
-    session = AgentSession(config, brain, ToneVoice(), send_event=events.append)
+    session = AgentSession(config, brain, ToneVoice(), send_event=lambda e: events.append(to_json(e)))
     turn = session.start_turn(voiced(600), 0.0, 0.2)
     await asyncio.wait_for(drain(session, turn), 30)
     assert [e["outcome"] for e in events if e["type"] == "timeline"] == ["answered"]
@@ -84,7 +85,7 @@ def free_port():
 
 @pytest.mark.models
 async def test_sigterm_mid_answer_closes_peers_and_exits_within_5_s(config, spoken, tmp_path):
-    from signaling.loopback_client import LoopbackClient
+    from signaling.client import HeadlessClient
 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -105,7 +106,7 @@ async def test_sigterm_mid_answer_closes_peers_and_exits_within_5_s(config, spok
                     pass
                 assert server.poll() is None, log_path.read_text()
                 await asyncio.sleep(0.1)
-        client = LoopbackClient(config.ice)
+        client = HeadlessClient(config.ice)
         await client.connect(url)
         client.say(await spoken("Tell me a long story about a brave knight and a dragon."))
         await client.wait_event(lambda e: e.get("type") == "state" and e.get("state") == "speaking", 90)
@@ -142,11 +143,13 @@ async def wait_sessions(http, url, predicate, timeout_s):
 async def test_ice_that_never_connects_is_released_and_the_server_goes_on():
     from aiortc import RTCConfiguration, RTCPeerConnection
 
-    from signaling.bench import loopback_config, running_agent, stub_models
-    from signaling.loopback_client import LoopbackClient
+    from agent.testing import stub_models
+    from signaling.server import loopback_config, running_server
+    from signaling.client import HeadlessClient
 
     config = loopback_config(load_config(environ={}, overrides={"server.ice_connect_timeout_s": "1.5"}))
-    async with running_agent(config, stub_models()) as (url, _app):
+    async with running_server(config, stub_models()) as server:
+        url = server.url
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTransceiver("audio")
         await pc.setLocalDescription(await pc.createOffer())
@@ -156,23 +159,25 @@ async def test_ice_that_never_connects_is_released_and_the_server_goes_on():
             await pc.close()  # the answer is never applied: ICE never connects
             await wait_sessions(http, url, lambda n: n == 1, 5)
             await wait_sessions(http, url, lambda n: n == 0, 10)
-            client = LoopbackClient(config.ice)  # and a new call works normally
+            client = HeadlessClient(config.ice)  # and a new call works normally
             await client.connect(url)
             await client.wait_event(lambda e: e.get("type") == "hello", 10)
             await client.close()
 
 
 async def test_an_events_channel_closed_early_does_not_break_the_call():
-    from signaling.bench import loopback_config, running_agent, stub_models, synthetic_questions
-    from signaling.loopback_client import LoopbackClient
+    from agent.testing import stub_models, vowel_sound
+    from signaling.server import loopback_config, running_server
+    from signaling.client import HeadlessClient
 
     config = loopback_config(load_config(environ={}))
-    async with running_agent(config, stub_models()) as (url, _app):
-        client = LoopbackClient(config.ice)
+    async with running_server(config, stub_models()) as server:
+        url = server.url
+        client = HeadlessClient(config.ice)
         await client.connect(url)
         await client.wait_event(lambda e: e.get("type") == "hello", 10)
         client.channel.close()
-        sent = client.say(synthetic_questions()[0][1])
+        sent = client.say(vowel_sound(1200, 48000))
         await sent.done.wait()
         for _ in range(100):  # the answer still arrives as audio, without any events
             if client.first_audible_after(sent.ended_at) is not None:

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import load_config
-from signaling.bench import loopback_config, running_agent, stub_models
+from agent.testing import stub_models
+from signaling.server import loopback_config, running_server
 
 EXAMPLES = 1000
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -32,7 +33,8 @@ class BackgroundAgent:
     def _run(self):
         async def main():
             self._stop = asyncio.Event()
-            async with running_agent(self.config, stub_models()) as (url, _app):
+            async with running_server(self.config, stub_models()) as server:
+                url = server.url
                 self.url = url
                 self._ready.set()
                 await self._stop.wait()

@@ -8,9 +8,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from agent.config import load_config
 from signaling.app import REGISTRY
-from signaling.bench import loopback_config, running_agent, stub_models
+from agent.testing import stub_models
+from signaling.server import loopback_config, running_server
 from signaling.guard import Admission, RateLimiter, Rejected
-from signaling.loopback_client import LoopbackClient
+from signaling.client import HeadlessClient
 
 TOKEN = "s3cret-token"
 
@@ -61,7 +62,8 @@ def test_admission_refuses_beyond_the_limit_and_while_closing():
 
 async def test_token_origin_and_content_checks_over_http():
     config = guarded_config()
-    async with running_agent(config, stub_models()) as (url, _app):
+    async with running_server(config, stub_models()) as server:
+        url = server.url
         sdp = await fresh_offer()
         body = {"sdp": sdp, "type": "offer"}
         async with aiohttp.ClientSession() as http:
@@ -92,8 +94,10 @@ async def test_token_origin_and_content_checks_over_http():
 
 async def test_beyond_max_sessions_is_503_and_the_existing_call_goes_on():
     config = guarded_config(**{"server.auth_token": ""})
-    async with running_agent(config, stub_models()) as (url, app):
-        first = LoopbackClient(config.ice)
+    async with running_server(config, stub_models()) as server:
+        url = server.url
+        app = server.app
+        first = HeadlessClient(config.ice)
         await first.connect(url)
         await first.wait_event(lambda e: e.get("type") == "hello", 10)
         async with aiohttp.ClientSession() as http:
@@ -111,7 +115,9 @@ async def test_beyond_max_sessions_is_503_and_the_existing_call_goes_on():
 async def test_duplicate_rate_limited_and_late_offers():
     config = guarded_config(**{"server.auth_token": "", "server.max_sessions": "8",
                                "server.rate_limit_per_minute": "2"})
-    async with running_agent(config, stub_models()) as (url, app):
+    async with running_server(config, stub_models()) as server:
+        url = server.url
+        app = server.app
         sdp = await fresh_offer()
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{url}/offer", json={"sdp": sdp, "type": "offer"}) as resp:

@@ -9,14 +9,16 @@ import pytest
 import torch
 
 from agent.config import load_config
-from agent.model_files import KOKORO_VOICES, ensure_file, resolve_cache_dir
+from agent.runtime.model_files import ensure_file, resolve_cache_dir
+from agent.voices.kokoro_pack import VOICE_PACK
 
 
 @pytest.fixture(scope="module")
 def torch_voice(tmp_path_factory):
     from kokoro import KModel
 
-    from agent.kokoro_torch_voice import KokoroTorchVoice, bundled_config_path
+    from agent.voices.kokoro_pack import bundled_config_path
+    from agent.voices.kokoro_torch import KokoroTorchVoice
 
     empty = tmp_path_factory.mktemp("kokoro") / "empty.pth"
     torch.save({}, empty)
@@ -25,7 +27,7 @@ def torch_voice(tmp_path_factory):
     with torch.no_grad():  # random durations are ~0.6 s per phoneme; bias them down to keep the test quick
         model.predictor.duration_proj.linear_layer.bias.fill_(-4.0)
     config = load_config(environ={}, overrides={"voice.kind": "kokoro-torch", "voice.torch_weights": str(empty)})
-    voices = ensure_file(KOKORO_VOICES, resolve_cache_dir(config.models.cache_dir), progress=False)
+    voices = ensure_file(VOICE_PACK, resolve_cache_dir(config.models.cache_dir), progress=False)
     voice = KokoroTorchVoice(config.voice, voices, model=model)
     yield voice
     voice.close()

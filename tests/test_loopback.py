@@ -5,8 +5,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from agent.audio import StreamResampler
-from signaling.loopback_client import AUDIBLE_DBFS, LoopbackClient
+from agent.pipeline.audio import StreamResampler
+from signaling.client import AUDIBLE_DBFS, HeadlessClient
 
 from .conftest import ARTIFACTS, save_wav
 
@@ -18,7 +18,7 @@ def is_type(kind, **fields):
 
 
 async def connected_client(config, agent_url):
-    client = LoopbackClient(config.ice)
+    client = HeadlessClient(config.ice)
     await client.connect(agent_url)
     await client.wait_event(is_type("hello"), 10)
     return client

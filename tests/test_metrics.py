@@ -6,7 +6,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from signaling.loopback_client import LoopbackClient
+from signaling.client import HeadlessClient
+from agent.events import BargeIn, StateChanged, TurnError, TurnFinished
 from signaling.metrics import AgentMetrics
 
 STAGES = ("turn_end", "transcript", "first_token", "first_phrase", "first_pcm", "first_frame")
@@ -56,7 +57,7 @@ async def test_metrics_move_with_a_loopback_call(config, agent_url, spoken):
         for model in ("asr", "llm", "voice", "total"):
             assert value(before, "voice_agent_model_load_seconds", model=model) > 0, model
 
-        client = LoopbackClient(config.ice)
+        client = HeadlessClient(config.ice)
         try:
             await client.connect(agent_url)
             await client.wait_event(is_type("hello"), 10)
@@ -99,11 +100,10 @@ async def test_metrics_move_with_a_loopback_call(config, agent_url, spoken):
 
 def test_events_feed_the_counters_and_registries_are_per_app():
     first, second = AgentMetrics(), AgentMetrics()  # no clash: each has its own registry
-    first.record_event({"type": "barge_in", "turn": 1, "spoken": "Once upon"})
-    first.record_event({"type": "error", "turn": 2, "kind": "timeout", "message": "too slow"})
-    first.record_event({"type": "timeline", "turn": 1, "outcome": "interrupted",
-                        "ms": {"speech_end": 0.0, "turn_end": 310.0}, "playout": {"gaps": 2}})
-    first.record_event({"type": "state", "state": "listening"})
+    first.record_event(BargeIn(1, "Once upon"))
+    first.record_event(TurnError(2, "timeout", "too slow"))
+    first.record_event(TurnFinished(1, "interrupted", {"speech_end": 0.0, "turn_end": 310.0}, playout={"gaps": 2}))
+    first.record_event(StateChanged("listening"))
     metrics = parse(first.exposition()[0].decode())
     assert value(metrics, "voice_agent_barge_ins_total") == 1
     assert value(metrics, "voice_agent_errors_total", kind="timeout") == 1

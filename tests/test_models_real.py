@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from agent.audio import StreamResampler
+from agent.pipeline.audio import StreamResampler
 
 from .conftest import wer
 

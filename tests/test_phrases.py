@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from agent.config import PhrasesConfig
-from agent.phrases import PhraseChunker, phrases_from_pieces, speakable
+from agent.pipeline.phrases import PhraseChunker, phrases_from_pieces, speakable
 
 CFG = PhrasesConfig(first_min_words=3, first_max_words=6, min_words=4, max_words=24, timeout_ms=400)
 

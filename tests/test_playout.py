@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from agent.pcm_queue import PcmQueue, QueueFull
-from agent.playout import SAMPLE_RATE, PlayoutTrack
+from agent.pipeline.pcm_queue import PcmQueue, QueueFull
+from signaling.playout_track import SAMPLE_RATE, PlayoutTrack
 
 
 class SimulatedTime:

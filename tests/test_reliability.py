@@ -5,8 +5,10 @@ import gc
 import threading
 
 
-from signaling.bench import rss_mb, running_agent, soak, stub_models
-from signaling.loopback_client import LoopbackClient
+from agent.testing import stub_models
+from bench.soak import rss_mb, soak
+from signaling.server import running_server
+from signaling.client import HeadlessClient
 
 
 async def wait_until(predicate, timeout_s=10.0):
@@ -18,7 +20,7 @@ async def wait_until(predicate, timeout_s=10.0):
 
 
 async def one_call(url, config, registry):
-    client = LoopbackClient(config.ice)
+    client = HeadlessClient(config.ice)
     await client.connect(url)
     await client.wait_event(lambda e: e.get("type") == "hello", 10)
     await client.close()
@@ -39,8 +41,9 @@ async def test_100_connect_disconnect_cycles_return_to_baseline(config, capsys):
     from signaling.app import REGISTRY
 
     models = stub_models()
-    async with running_agent(config, models) as (url, app):
-        registry = app[REGISTRY]
+    async with running_server(config, models) as server:
+        url = server.url
+        registry = server.app[REGISTRY]
         # Warm-up: native pools (OpenSSL, libsrtp, codecs, malloc arenas of the per-call decoder
         # threads) grow over the first ~50 calls and then level off (measured: +5.3 MiB after 50,
         # +2.6 after the next 50, +0.2-0.5 per 50 after that). The leak check starts after them.

@@ -1,7 +1,7 @@
 import av
 import numpy as np
 
-from agent.audio import StreamResampler, rms_dbfs
+from agent.pipeline.audio import StreamResampler, rms_dbfs
 
 
 def sine(rate, seconds, freq=440.0):
@@ -50,7 +50,7 @@ def test_float_input_is_converted():
 
 
 def test_first_channel_of_packed_stereo():
-    from agent.audio import first_channel
+    from agent.pipeline.audio import first_channel
 
     left = np.arange(960, dtype=np.int16)
     stereo = np.stack([left, -left], axis=1).reshape(1, -1)

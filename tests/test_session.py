@@ -5,8 +5,9 @@ import asyncio
 import numpy as np
 
 from agent.config import load_config
+from agent.events import to_json
 from agent.session import AgentSession
-from agent.stub import ScriptedBrain, ToneVoice
+from agent.testing import ScriptedBrain, ToneVoice
 
 from .synth import silence, voiced
 
@@ -14,13 +15,13 @@ from .synth import silence, voiced
 def make_session(**brain_kwargs):
     events = []
     config = load_config(environ={})
-    session = AgentSession(config, ScriptedBrain(**brain_kwargs), ToneVoice(), send_event=events.append)
+    session = AgentSession(config, ScriptedBrain(**brain_kwargs), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
     return session, events
 
 
 async def pull_frames(session, n):
     """Take n frames straight from the playout queue (what recv() would send)."""
-    return [session.playout_queue.pull(session.playout.samples_per_frame) for _ in range(n)]
+    return [session.output.pull(960) for _ in range(n)]
 
 
 async def wait_for(predicate, timeout=5.0):
@@ -33,10 +34,10 @@ async def wait_for(predicate, timeout=5.0):
 async def test_a_turn_streams_phrases_in_order_and_records_its_timeline():
     session, events = make_session()
     turn = session.start_turn(voiced(800), speech_end=0.0, turn_end=0.3)
-    await wait_for(lambda: session.playout_queue.queued_samples > 0)
+    await wait_for(lambda: session.output.queued_samples > 0)
     # Drain the queue as the playout track would; the turn ends when everything was played.
     while not turn.task.done():
-        session.playout_queue.pull(960)
+        session.output.pull(960)
         await asyncio.sleep(0)
     kinds = [e["type"] for e in events]
     assert kinds.count("transcript") == 1 and "timeline" in kinds
@@ -53,14 +54,14 @@ async def test_a_turn_streams_phrases_in_order_and_records_its_timeline():
 async def test_barge_in_flushes_at_once_and_keeps_only_the_played_text():
     session, events = make_session()
     session.start_turn(voiced(800), speech_end=0.0, turn_end=0.3)
-    await wait_for(lambda: session.playout_queue.queued_samples > 48000)
+    await wait_for(lambda: session.output.queued_samples > 48000)
     frames = await pull_frames(session, 30)  # 0.6 s of the answer was played
     assert all(audible for _, audible in frames)
     session.barge_in()
-    samples, audible = session.playout_queue.pull(960)
+    samples, audible = session.output.pull(960)
     assert not audible and not samples.any()  # the very next frame is silence
     await asyncio.sleep(0.05)
-    assert not session.playout_queue.pull(960)[1]  # and nothing more gets queued
+    assert not session.output.pull(960)[1]  # and nothing more gets queued
     said = session.conversation.history[-1][1]
     full = ScriptedBrain().script
     assert said and full.startswith(said) and len(said) < len(full)
@@ -74,12 +75,12 @@ async def test_user_speech_through_the_turn_detector_starts_a_turn_and_interrupt
     pcm = np.concatenate([silence(300), voiced(700), silence(500)])
     for event in session.turns.feed(pcm.tobytes()):
         session.on_turn_event(event)
-    await wait_for(lambda: session.playout_queue.queued_samples > 0)
+    await wait_for(lambda: session.output.queued_samples > 0)
     assert session.turn_count == 1
     for event in session.turns.feed(voiced(300, seed=9).tobytes()):
         session.on_turn_event(event)
     assert session.barge_ins == 1
-    assert session.playout_queue.queued_samples == 0
+    assert session.output.queued_samples == 0
     await session.close()
 
 
@@ -101,6 +102,6 @@ async def test_a_brain_failure_is_an_error_event_and_the_session_goes_on():
     assert session.state == "listening"
     session.conversation = good
     turn = session.start_turn(voiced(500), 0.0, 0.3)
-    await wait_for(lambda: session.playout_queue.queued_samples > 0)
-    session.playout_queue.flush()
+    await wait_for(lambda: session.output.queued_samples > 0)
+    session.output.flush()
     await session.close()

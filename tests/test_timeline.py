@@ -1,6 +1,7 @@
 import pytest
 
-from agent.timeline import PlayoutMeter, TurnTimeline
+from agent.events import to_json
+from agent.pipeline.timeline import PlayoutMeter, TurnTimeline
 
 
 def test_gaps_are_silences_longer_than_40ms_between_audio_not_the_tail():
@@ -23,7 +24,8 @@ def test_timeline_is_relative_to_the_end_of_speech_and_first_marks_win():
     assert timeline.mark("first_token", 10.9)
     assert not timeline.mark("first_token", 11.5)
     event = timeline.as_event()
-    assert event["ms"] == {"speech_end": 0.0, "turn_end": 300.0, "first_token": 900.0}
+    assert event.ms == {"speech_end": 0.0, "turn_end": 300.0, "first_token": 900.0}
+    assert to_json(event)["type"] == "timeline" and to_json(event)["outcome"] == "pending"
     assert "turn 3" in timeline.log_line() and "first_token=+900ms" in timeline.log_line()
     with pytest.raises(ValueError):
         timeline.mark("nonsense", 1.0)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from agent.config import TurnsConfig
-from agent.turns import TurnDetector
+from agent.pipeline.turns import TurnDetector
 
 from .synth import RATE, noise, silence, voiced
 

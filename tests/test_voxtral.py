@@ -28,7 +28,7 @@ def voxtral_config(tiny_voxtral_dir):
 
 @pytest.fixture(scope="session")
 def voxtral(voxtral_config):
-    from agent.voxtral import VoxtralBrain
+    from agent.brains.voxtral import VoxtralBrain
 
     brain = VoxtralBrain.load(voxtral_config.voxtral, voxtral_config.brain)
     yield brain
@@ -52,7 +52,7 @@ async def test_pieces_stream_incrementally(voxtral):
 
 
 async def test_multi_turn_inputs_have_375_audio_tokens_per_chunk_per_turn(voxtral):
-    from agent.voxtral import AUDIO_TOKENS_PER_CHUNK
+    from agent.brains.voxtral import AUDIO_TOKENS_PER_CHUNK
 
     conversation = voxtral.new_conversation()
     for seconds, said in ((2, "Hello there."), (35, "Sure.")):  # the second turn spans two 30 s chunks
@@ -71,7 +71,7 @@ async def test_multi_turn_inputs_have_375_audio_tokens_per_chunk_per_turn(voxtra
 
 
 async def test_history_is_bounded_by_turns(voxtral_config, voxtral):
-    from agent.voxtral import VoxtralConversation
+    from agent.brains.voxtral import VoxtralConversation
 
     conversation = VoxtralConversation(voxtral)
     turns = voxtral_config.brain.history_turns + 3
@@ -94,7 +94,7 @@ async def test_cancel_stops_generation_within_a_token_or_two(voxtral, monkeypatc
     conversation = voxtral.new_conversation()
     conversation.exchanges.clear()
     stop = threading.Event()
-    from agent.voxtral import Exchange, UserTurn, audio_to_wav_base64
+    from agent.brains.voxtral import Exchange, UserTurn, audio_to_wav_base64
 
     audio = speech(1).astype(np.float32) / 32768
     exchanges = [Exchange(UserTurn(audio, audio_to_wav_base64(audio), 1))]
@@ -143,18 +143,20 @@ async def test_transcript_arrives_after_the_answer(voxtral):
     assert len(transcripts) == 1 and isinstance(transcripts[0], str)
 
 
-def test_auto_picks_cascade_without_cuda(tiny_voxtral_dir):
-    from agent.voxtral import choose_brain, weights_reachable
+def test_auto_picks_cascade_without_cuda(tiny_voxtral_dir, voxtral_config):
+    from agent.brains import choose_brain
+    from agent.brains.voxtral import weights_reachable
 
     assert weights_reachable(str(tiny_voxtral_dir))
     assert not weights_reachable("mistralai/Not-In-The-Cache")
-    kind, reason = choose_brain("auto", str(tiny_voxtral_dir))
+    auto = voxtral_config.replace(**{"brain.kind": "auto", "voxtral.model": str(tiny_voxtral_dir)})
+    kind, reason = choose_brain(auto)
     assert kind == "cascade" and "GPU" in reason
-    assert choose_brain("voxtral", "x")[0] == "voxtral"
+    assert choose_brain(auto.replace(**{"brain.kind": "voxtral"}))[0] == "voxtral"
 
 
 def test_missing_weights_give_a_message_that_says_how_to_fix_it(voxtral_config):
-    from agent.voxtral import VoxtralBrain, VoxtralUnavailable
+    from agent.brains.voxtral import VoxtralBrain, VoxtralUnavailable
 
     settings = voxtral_config.voxtral.__class__(**{**voxtral_config.voxtral.__dict__, "model": "mistralai/Voxtral-Mini-3B-2507"})
     with pytest.raises(VoxtralUnavailable, match="huggingface-cli download"):
@@ -163,13 +165,14 @@ def test_missing_weights_give_a_message_that_says_how_to_fix_it(voxtral_config):
 
 async def test_voxtral_brain_answers_inside_a_loopback_webrtc_turn(voxtral_config, voxtral, models, spoken):
     from agent.models import AgentModels
-    from signaling.bench import loopback_config, running_agent
-    from signaling.loopback_client import LoopbackClient
+    from signaling.server import loopback_config, running_server
+    from signaling.client import HeadlessClient
 
     config = loopback_config(voxtral_config)
     agent_models = AgentModels(voxtral, models.voice, 0.0)  # the real Kokoro voice, shared (not closed here)
-    async with running_agent(config, agent_models) as (url, _app):
-        client = LoopbackClient(config.ice)
+    async with running_server(config, agent_models) as server:
+        url = server.url
+        client = HeadlessClient(config.ice)
         try:
             await client.connect(url)
             hello = await client.wait_event(lambda e: e.get("type") == "hello", 10)

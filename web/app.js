@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   connect: $("connect"), hangup: $("hangup"), connection: $("connection"), state: $("state"),
   message: $("message"), transcript: $("transcript"), latency: $("latency").querySelector("tbody"),
-  audio: $("agent-audio"), micLevel: $("mic-level"), token: $("token"),
+  audio: $("agent-audio"), micLevel: $("mic-level"), token: $("token"), hearing: $("hearing"), models: $("models"),
 };
 
 let pc = null;
@@ -46,13 +46,24 @@ function addTimeline(event) {
   ui.latency.prepend(row);
 }
 
+// One case per event type of agent/events.py (tests/test_architecture.py checks none is missing).
 function onEvent(event) {
   switch (event.type) {
+    case "hello":
+      ui.models.textContent = `brain: ${event.brain}, voice: ${event.voice}`;
+      break;
+    case "speech_start":
+      ui.hearing.textContent = "speaking";
+      break;
+    case "speech_discarded":
+      ui.hearing.textContent = `ignored a ${event.voiced_ms} ms sound`;
+      break;
     case "state":
       setState(event.state);
       if (event.state === "listening") agentLine = null;
       break;
     case "transcript":
+      ui.hearing.textContent = "–";
       if (event.text) addLine("user", event.text);
       agentLine = null;
       break;

@@ -8,7 +8,6 @@ wheel ships; a voice is a name from the offline voice pack, a .pt file, or a hub
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import threading
 import time
@@ -17,18 +16,15 @@ from typing import AsyncIterator, Iterator
 
 import numpy as np
 
-from .audio import float_to_int16
-from .config import VoiceConfig
-from .spacy_model import ensure_en_core_web_sm
-from .threaded import ModelThread
-from .voice import Voice
+from agent.config import VoiceConfig
+from agent.pipeline.audio import float_to_int16
+from agent.runtime.model_thread import ModelThread
+
+from .base import Voice, VoiceKind
+from .english_g2p import ensure_en_core_web_sm
+from .kokoro_pack import VOICE_PACK, bundled_config_path
 
 log = logging.getLogger(__name__)
-
-
-def bundled_config_path() -> Path:
-    """The Kokoro-82M config.json inside the kokoro-onnx wheel."""
-    return Path(str(importlib.resources.files("kokoro_onnx") / "config.json"))
 
 
 class KokoroTorchVoice(Voice):
@@ -85,3 +81,10 @@ class KokoroTorchVoice(Voice):
 
     def close(self) -> None:
         self.thread.shutdown()
+
+
+KIND = VoiceKind(
+    name="kokoro-torch",
+    model_files=lambda _config: (VOICE_PACK,),  # weights: voice.torch_weights or the hub
+    load=lambda config, paths: KokoroTorchVoice(config.voice, paths[VOICE_PACK.relpath]),
+)

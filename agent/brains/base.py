@@ -1,5 +1,9 @@
 """The brain interface: a user utterance (audio) in, the agent's answer out as streamed text.
 
+Each brain module (`agent/brains/<name>.py`) also exposes `KIND`, a `BrainKind` that says which
+model files it needs, whether it can run here (for `brain.kind = auto`) and how to load it; the
+registry in `agent/brains/__init__.py` maps config names to those modules.
+
 A `Brain` holds the loaded models and is shared by all sessions; each session opens its own
 `Conversation`, which keeps that session's bounded history. `reply()` is an async iterator of
 text pieces and is cancelled by closing it (the session cancels the task that iterates it).
@@ -8,9 +12,14 @@ text pieces and is cancelled by closing it (the session cancels the task that it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Callable, Mapping
 
 import numpy as np
+
+from agent.config import Config
+from agent.runtime.model_files import ModelFile
 
 TranscriptCallback = Callable[[str], None]
 
@@ -41,5 +50,26 @@ class Brain(ABC):
     async def warm_up(self) -> None:
         """Run the models once so the first real turn is not slower than the rest."""
 
+    def load_times(self) -> dict[str, float]:
+        """Seconds each model took to load, by model name (for /metrics)."""
+        load_s = getattr(self, "load_s", None)
+        return {"brain": float(load_s)} if isinstance(load_s, (int, float)) else {}
+
     def close(self) -> None:
         """Release model threads."""
+
+
+def always_available(_config: Config) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class BrainKind:
+    """How a brain is chosen and loaded (one per brain module, as `KIND`)."""
+
+    name: str
+    model_files: Callable[[Config], tuple[ModelFile, ...]]  # the verified files it needs
+    load: Callable[[Config, Mapping[str, Path]], Brain]  # config, verified paths by relpath
+    # For brain.kind = auto: None if it can run here, else why not (the log says it).
+    unavailable: Callable[[Config], str | None] = always_available
+    why: str = ""  # why auto picks it when it is available

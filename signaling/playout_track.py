@@ -1,5 +1,5 @@
 """The outbound audio track: 20 ms, 48 kHz, mono s16 frames from a PcmQueue, paced on an
-absolute clock.
+absolute clock. It is the agent's voice on the wire (the session only fills the queue).
 
 Frame k is due at start + k * frame_duration. recv() sleeps until the frame is due (never on a
 relative sleep, which drifts), sends silence when the queue is empty, and after a stall longer
@@ -24,15 +24,14 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .pcm_queue import PcmQueue
+from agent.pipeline.pcm_queue import SAMPLE_RATE, PcmQueue
 
-SAMPLE_RATE = 48000
+FrameListener = Callable[[float, int, int], None]  # (lateness in s, samples from the queue, frame samples)
 
 
 @dataclass
 class PlayoutStats:
     frames: int = 0
-    audible_frames: int = 0
     stalls: int = 0  # times the clock was moved forward after a stall
     recent_lateness_s: deque = field(default_factory=lambda: deque(maxlen=3000))
     max_lateness_s: float = 0.0
@@ -65,12 +64,12 @@ class PlayoutTrack(MediaStreamTrack):
         self._pts = 0
         self._time_base = fractions.Fraction(1, SAMPLE_RATE)
         self.stats = PlayoutStats()
-        # Called for every frame handed to the sender: (lateness in s, samples taken from the queue).
-        self.on_frame: Callable[[float, int], None] | None = None
+        # Each is called for every frame handed to the sender (the session's playout meter, metrics).
+        self.frame_listeners: list[FrameListener] = []
         self._audio_ready: asyncio.Event | None = None
         if wake_on_audio:
             self._audio_ready = asyncio.Event()
-            queue.on_push = self._audio_ready.set
+            queue.push_listeners.append(self._audio_ready.set)
 
     @property
     def pts(self) -> int:
@@ -119,8 +118,6 @@ class PlayoutTrack(MediaStreamTrack):
         frame.pts = self._pts
         frame.time_base = self._time_base
         self._pts += self.samples_per_frame
-        if filled:
-            stats.audible_frames += 1
-        if self.on_frame is not None:
-            self.on_frame(lateness, filled)
+        for listener in self.frame_listeners:
+            listener(lateness, filled, self.samples_per_frame)
         return frame

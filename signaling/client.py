@@ -1,4 +1,5 @@
-"""A headless aiortc peer for loopback tests and the benchmark.
+"""A headless WebRTC client of the agent: a caller with no browser (tests, the benchmark,
+scripts that talk to a running agent).
 
 It speaks through an outbound track fed from a PcmQueue (the same paced PlayoutTrack the agent
 uses), records every inbound agent frame with its arrival time and loudness, and collects the
@@ -17,16 +18,13 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from agent.audio import first_channel, rms_dbfs
 from agent.config import IceConfig
-from agent.pcm_queue import PcmQueue, Segment
-from agent.playout import PlayoutTrack
+from agent.pipeline.audio import first_channel, rms_dbfs
+from agent.pipeline.pcm_queue import PcmQueue, Segment
 
-from .ice import apply_host_addresses, rtc_configuration
-from . import media_costs
-from .jitter import set_jitter_prefetch
-
-media_costs.install()
+from .aiortc_adjustments import set_jitter_prefetch
+from .ice import rtc_configuration, use_host_addresses
+from .playout_track import PlayoutTrack
 
 AUDIBLE_DBFS = -45.0  # a received frame louder than this counts as agent speech
 
@@ -45,7 +43,7 @@ class SentUtterance:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class LoopbackClient:
+class HeadlessClient:
     def __init__(self, ice: IceConfig, jitter_prefetch: int = 1, auth_token: str = "") -> None:
         self.ice = ice
         self.headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
@@ -62,7 +60,6 @@ class LoopbackClient:
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self, base_url: str, timeout_s: float = 20.0) -> None:
-        apply_host_addresses(self.ice.host_addresses)  # e.g. 127.0.0.1 only, inside a loopback namespace
         pc = RTCPeerConnection(rtc_configuration(self.ice))
         self.pc = pc
         pc.addTransceiver(self.mic, direction="sendrecv")
@@ -87,7 +84,8 @@ class LoopbackClient:
             if pc.connectionState == "connected":
                 self.connected.set()
 
-        await pc.setLocalDescription(await pc.createOffer())
+        with use_host_addresses(self.ice.host_addresses):  # e.g. 127.0.0.1 only, in a loopback namespace
+            await pc.setLocalDescription(await pc.createOffer())
         async with aiohttp.ClientSession(headers=self.headers) as http:
             async with http.post(f"{base_url}/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as resp:
                 body = await resp.json()

@@ -1,7 +1,8 @@
-"""Stand-ins for measuring the pipeline alone: a scripted brain and a tone voice.
+"""Stand-ins for tests and for measuring the pipeline alone: a scripted brain, a tone voice, and
+a vowel-like sound the VAD takes for speech.
 
-They are never used by `serve`; the benchmark's --stub mode and the session unit tests use them,
-and they say so in every event (`brain: "stub"`, transcripts marked "(stub)").
+They are never used by `serve`; the benchmark's --stub mode and the tests use them, and they say
+so in every event (`brain: "stub"`, transcripts marked "(stub)").
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from .brain import Brain, Conversation, TranscriptCallback
-from .voice import Voice
+from agent.brains.base import Brain, Conversation, TranscriptCallback
+from agent.models import AgentModels
+from agent.voices.base import Voice
 
 DEFAULT_SCRIPT = ("Sure. This is the scripted stub answer, spoken as a tone, "
                   "so the pipeline and the transport can be measured by themselves.")
@@ -86,3 +88,8 @@ class ToneVoice(Voice):
         tone = (0.3 * np.sin(2 * np.pi * 440.0 * t) * 32767).astype(np.int16)
         for start in range(0, n, self.chunk):
             yield tone[start:start + self.chunk]
+
+
+def stub_models() -> AgentModels:
+    """The scripted brain and the tone voice, as the models of an agent."""
+    return AgentModels(ScriptedBrain(), ToneVoice(), load_s=0.0)

@@ -4,6 +4,10 @@ Segments play back to back with no gap: a pull that ends one segment continues w
 A pull on an empty queue is padded with silence. flush() drops everything at once (barge-in).
 Each segment can carry a callback that fires when its first sample is pulled (what the agent
 is saying right now) and reports how many of its samples were played when it ends or is flushed.
+
+It is the session's whole audio output: the session pushes, flushes and learns from each
+segment's `on_done` how much was heard; the transport (`signaling/playout_track.py`) pulls one
+frame at a time, so the session never touches WebRTC.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+SAMPLE_RATE = 48000  # the queue holds audio at the wire rate: the outbound track sends it as it is
 
 @dataclass
 class Segment:
@@ -37,8 +42,8 @@ class PcmQueue:
         self._segments: deque[Segment] = deque()
         self._queued = 0
         self.max_samples = max_samples
-        # Called after every push (the playout track uses it to wake up for fresh audio).
-        self.on_push: Callable[[], None] | None = None
+        # Each is called after every push (the playout track uses it to wake up for fresh audio).
+        self.push_listeners: list[Callable[[], None]] = []
 
     @property
     def queued_samples(self) -> int:
@@ -57,8 +62,8 @@ class PcmQueue:
         segment = Segment(samples=samples, tag=tag, on_start=on_start, on_done=on_done)
         self._segments.append(segment)
         self._queued += len(samples)
-        if self.on_push is not None:
-            self.on_push()
+        for listener in self.push_listeners:
+            listener()
         return segment
 
     def pull(self, n: int) -> tuple[np.ndarray, int]:

@@ -15,7 +15,7 @@ from typing import Callable, Literal
 import numpy as np
 import webrtcvad
 
-from .config import TurnsConfig
+from agent.config import TurnsConfig
 
 SAMPLE_RATE = 16000
 BYTES_PER_SAMPLE = 2
@@ -67,7 +67,6 @@ class TurnDetector:
         self._silence_run = 0
         self._voiced_frames = 0
         self._last_voiced_at = 0.0
-        self.frames_seen = 0
 
     @property
     def in_speech(self) -> bool:
@@ -89,7 +88,6 @@ class TurnDetector:
         return events
 
     def _frame(self, frame: bytes) -> TurnEvent | None:
-        self.frames_seen += 1
         voiced = self._vad.is_speech(frame, SAMPLE_RATE)
         now = self.clock()
         if not self._in_speech:

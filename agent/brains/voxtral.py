@@ -28,9 +28,10 @@ from typing import AsyncIterator, Callable, Iterator
 
 import numpy as np
 
-from .brain import Brain, Conversation, TranscriptCallback
-from .config import BrainConfig, VoxtralConfig as VoxtralSettings
-from .threaded import ModelThread
+from agent.config import BrainConfig, Config, VoxtralConfig as VoxtralSettings
+from agent.runtime.model_thread import ModelThread
+
+from .base import Brain, BrainKind, Conversation, TranscriptCallback
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,13 @@ def weights_reachable(model: str) -> bool:
     return isinstance(found, str)
 
 
-def choose_brain(kind: str, model: str) -> tuple[str, str]:
-    """Resolve brain.kind = auto | voxtral | cascade into (kind, reason)."""
-    if kind != "auto":
-        return kind, f"brain.kind = {kind}"
+def unavailable(config: Config) -> str | None:
+    """For brain.kind = auto: why Voxtral cannot run here (None when it can)."""
     if not cuda_available():
-        return "cascade", "no CUDA GPU: the offline CPU cascade is the fast choice here"
-    if not weights_reachable(model):
-        return "cascade", f"CUDA is there but the Voxtral weights ({model}) are not on this machine"
-    return "voxtral", f"CUDA and the Voxtral weights ({model}) are available"
+        return "no CUDA GPU: Voxtral needs one"
+    if not weights_reachable(config.voxtral.model):
+        return f"CUDA is there but the Voxtral weights ({config.voxtral.model}) are not on this machine"
+    return None
 
 
 def audio_to_wav_base64(audio: np.ndarray, rate: int = 16000) -> str:
@@ -151,6 +150,7 @@ class VoxtralBrain(Brain):
         if settings.compile and device == "cuda":
             model.forward = torch.compile(model.forward, dynamic=True)
         brain_obj = cls(model, processor, settings, brain, device, dtype)
+        brain_obj.load_s = time.perf_counter() - started
         log.info("Voxtral %s loaded on %s (%s) in %.1fs", settings.model, device, dtype, time.perf_counter() - started)
         return brain_obj
 
@@ -332,3 +332,12 @@ class VoxtralConversation(Conversation):
     def record_agent_reply(self, spoken_text: str) -> None:
         if self.exchanges and self.exchanges[-1].agent is None:
             self.exchanges[-1].agent = spoken_text.strip()
+
+
+KIND = BrainKind(
+    name="voxtral",
+    model_files=lambda _config: (),  # from_pretrained: a local directory or the Hugging Face cache
+    load=lambda config, _paths: VoxtralBrain.load(config.voxtral, config.brain),
+    unavailable=unavailable,
+    why="CUDA and the Voxtral weights are available",
+)

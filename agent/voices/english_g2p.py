@@ -1,4 +1,4 @@
-"""Make spaCy's `en_core_web_sm` resolvable offline.
+"""English G2P for the Kokoro voices (misaki), offline.
 
 misaki's English G2P asks spaCy for the package `en_core_web_sm` and otherwise tries to download
 it (which fails with no network). The same model is published on PyPI as
@@ -38,3 +38,12 @@ def ensure_en_core_web_sm() -> None:
 
     is_package._voice_agent_alias = True  # type: ignore[attr-defined]
     spacy.util.is_package = is_package
+
+
+def english_g2p():
+    """misaki's American English G2P, offline (spaCy model from a package, espeak-ng fallback)."""
+    ensure_en_core_web_sm()
+    from misaki import en, espeak
+
+    fallback = espeak.EspeakFallback(british=False)
+    return en.G2P(trf=False, british=False, fallback=fallback)

@@ -1,0 +1,39 @@
+"""The brains: speech in, the answer out as streamed text (see `base.Brain`).
+
+Each brain lives in one module here that exposes `KIND` (a `base.BrainKind`: its model files,
+whether it can run on this machine, how to load it). Adding a brain is that module plus one line
+in `BRAINS`. This file imports no brain module until one is asked for, so the config schema can
+read the names without loading any model code.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+AUTO = "auto"
+# config name -> module. `brain.kind = auto` takes the first one that can run here, in this order.
+BRAINS = {
+    "voxtral": "agent.brains.voxtral",
+    "cascade": "agent.brains.cascade",
+}
+CHOICES = (AUTO, *BRAINS)
+
+
+def brain_kind(name: str):
+    """The `BrainKind` of a configured name (not auto)."""
+    return importlib.import_module(BRAINS[name]).KIND
+
+
+def choose_brain(config) -> tuple[str, str]:
+    """Resolve `brain.kind` (auto or a name) into (name, the reason, for the log)."""
+    kind = config.brain.kind
+    if kind != AUTO:
+        return kind, f"brain.kind = {kind}"
+    reasons = []
+    for name in BRAINS:
+        why_not = brain_kind(name).unavailable(config)
+        if why_not is None:
+            chosen = brain_kind(name)
+            return name, "; ".join([*reasons, chosen.why or f"{name} is available"])
+        reasons.append(why_not)
+    raise RuntimeError("no brain can run here: " + "; ".join(reasons))

@@ -1,0 +1,122 @@
+"""The session's events: what the agent tells its peer (and the attach API's listeners).
+
+Each event is a small frozen dataclass; `to_json()` is the one place that turns one into the
+JSON object sent on the `events` data channel (its `type` plus its fields). The README's event
+table is generated from `EVENTS` (and a test checks that the README and the web page know every
+type).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
+
+State = Literal["listening", "thinking", "speaking"]
+Outcome = Literal["pending", "answered", "interrupted", "error", "empty"]
+OUTCOMES: tuple[Outcome, ...] = ("answered", "interrupted", "error", "empty")  # a finished turn's
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Sent first on the events channel: who is answering."""
+
+    type: ClassVar[str] = "hello"
+    session: str
+    brain: str
+    voice: str
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The agent is `listening`, `thinking` (a turn started) or `speaking` (its audio is playing)."""
+
+    type: ClassVar[str] = "state"
+    state: State
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The user started talking (over the agent, this is a barge-in)."""
+
+    type: ClassVar[str] = "speech_start"
+
+
+@dataclass(frozen=True)
+class SpeechDiscarded:
+    """A sound too short to be a turn (`voiced_ms` of it) was ignored."""
+
+    type: ClassVar[str] = "speech_discarded"
+    voiced_ms: int
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the user said in `turn`."""
+
+    type: ClassVar[str] = "transcript"
+    turn: int
+    text: str
+    role: Literal["user"] = "user"
+
+
+@dataclass(frozen=True)
+class AgentText:
+    """The phrase the agent is saying now (sent when its audio starts playing)."""
+
+    type: ClassVar[str] = "agent_text"
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """The user spoke over the answer; `spoken` is the part of it that was played."""
+
+    type: ClassVar[str] = "barge_in"
+    turn: int
+    spoken: str
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    """A turn ended: its `outcome`, each stage in `ms` after the end of the user's speech, the raw
+    `clock` marks (perf_counter seconds) and the answer's `playout` (lateness, gaps)."""
+
+    type: ClassVar[str] = "timeline"
+    turn: int
+    outcome: Outcome
+    ms: dict[str, float] = field(default_factory=dict)
+    clock: dict[str, float] = field(default_factory=dict)
+    playout: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TurnError:
+    """A turn failed (`kind`: timeout or the exception's class); the session goes on."""
+
+    type: ClassVar[str] = "error"
+    turn: int
+    kind: str
+    message: str
+
+
+Event = Union[Hello, StateChanged, SpeechStarted, SpeechDiscarded, Transcript, AgentText, BargeIn, TurnFinished,
+              TurnError]
+EVENTS: tuple[type, ...] = (Hello, StateChanged, SpeechStarted, SpeechDiscarded, Transcript, AgentText, BargeIn,
+                            TurnFinished, TurnError)
+
+
+def to_json(event: Event) -> dict[str, Any]:
+    """The JSON object for the events channel: {"type": ..., **fields}."""
+    return {"type": event.type, **dataclasses.asdict(event)}
+
+
+def event_table() -> str:
+    """The README's table of events, from the classes above."""
+    rows = ["| type | fields | when |", "|---|---|---|"]
+    for cls in EVENTS:
+        names = ", ".join(f"`{f.name}`" for f in dataclasses.fields(cls)) or "-"
+        doc = " ".join((cls.__doc__ or "").split())
+        rows.append(f"| `{cls.type}` | {names} | {doc} |")
+    return "\n".join(rows)

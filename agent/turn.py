@@ -1,0 +1,210 @@
+"""One turn of the agent's answer: brain pieces -> phrases -> voice -> the playout queue.
+
+An `AnswerTurn` runs as two concurrent halves: the phrase producer cuts the brain's streamed
+text into speakable phrases, while the voice consumer synthesises earlier phrases and queues
+their audio. It also keeps the spoken-text accounting (how much of each phrase was actually
+played, so the history holds only what the user heard) and the turn's timeline. Cancelling its
+task (barge-in, close) stops the brain and the voice at their next item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import numpy as np
+
+from agent.brains.base import Conversation
+from agent.config import Config
+from agent.events import AgentText, Event, Transcript
+from agent.pipeline.audio import StreamResampler
+from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue, QueueFull, Segment
+from agent.pipeline.phrases import PhraseChunker, phrases_from_pieces
+from agent.pipeline.timeline import TurnTimeline
+from agent.voices.base import Voice
+
+log = logging.getLogger(__name__)
+
+
+class StageStalled(TimeoutError):
+    """A model produced nothing for longer than brain.stall_timeout_s."""
+
+
+async def stall_guard(stream: AsyncIterator, timeout_s: float, stage: str) -> AsyncIterator:
+    """Yield from `stream`, failing if it goes `timeout_s` without producing anything (a hung or
+    stalled model). A long but steady answer is never cut."""
+    async with contextlib.aclosing(stream) as items:
+        iterator = items.__aiter__()
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation
+                # that races with a result, and a barge-in must never let one more chunk through.
+                async with asyncio.timeout(timeout_s):
+                    item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise StageStalled(f"the {stage} produced nothing for {timeout_s:g} s") from None
+            yield item
+
+
+@dataclass
+class SpokenPhrase:
+    """A phrase of the agent's answer and how much of its audio has been queued and played."""
+
+    text: str
+    queued: int = 0
+    played: int = 0
+    complete: bool = False  # all of its audio has been synthesised
+
+    def spoken_text(self) -> str:
+        if self.complete and self.queued and self.played >= self.queued:
+            return self.text
+        if not self.queued or not self.played:
+            return ""
+        words = self.text.split()
+        n = int(len(words) * min(1.0, self.played / self.queued))
+        return " ".join(words[:n])
+
+
+class AnswerTurn:
+    """The agent's answer to one user utterance (see the module docstring)."""
+
+    def __init__(self, number: int, conversation: Conversation, voice: Voice, output: PcmQueue, config: Config,
+                 emit: Callable[[Event], None], on_audible: Callable[[], None],
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.timeline = TurnTimeline(number)
+        self.conversation = conversation
+        self.voice = voice
+        self.output = output
+        self.config = config
+        self.emit = emit
+        self.on_audible = on_audible  # the first frame of the answer is being played
+        self.clock = clock
+        self.task: asyncio.Task | None = None
+        self.phrases: list[SpokenPhrase] = []
+        self.playback_done = asyncio.Event()
+        self.pending_segments = 0
+        self.synthesizing = False
+
+    @property
+    def number(self) -> int:
+        return self.timeline.turn
+
+    def spoken_text(self) -> str:
+        """The words of the answer that were actually played."""
+        return " ".join(t for t in (p.spoken_text() for p in self.phrases) if t)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def play(self, audio: np.ndarray) -> None:
+        """Answer `audio` (int16, 16 kHz) and return when the answer has been played."""
+        await self._answer(audio)
+        if self.pending_segments:
+            await self.playback_done.wait()
+        if not self.phrases:
+            self.timeline.outcome = "empty"
+
+    async def _answer(self, audio: np.ndarray) -> None:
+        timeline = self.timeline
+        phrase_queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # Set when the first phrase has audio. Until then the producer reads no more text, so the
+        # brain pauses (backpressure) and the voice has the CPU for the first phrase.
+        first_audio = asyncio.Event()
+
+        def on_transcript(text: str) -> None:
+            timeline.mark("transcript", self.clock())
+            self.emit(Transcript(timeline.turn, text))
+
+        async def produce_phrases() -> None:
+            pieces = self._mark_first(
+                stall_guard(self.conversation.reply(audio, on_transcript), self.config.brain.stall_timeout_s, "brain"),
+                "first_token")
+            chunker = PhraseChunker(self.config.phrases, clock=time.monotonic)
+            ahead = PLAYOUT_RATE * self.config.phrases.timeout_ms // 1000
+
+            def voice_hungry() -> bool:
+                """Nothing left to synthesise and less than a timeout's worth of audio queued."""
+                return phrase_queue.empty() and not self.synthesizing and self.output.queued_samples < ahead
+
+            try:
+                async with contextlib.aclosing(phrases_from_pieces(pieces, chunker, voice_hungry)) as phrases:
+                    async for phrase in phrases:
+                        timeline.mark("first_phrase", self.clock())
+                        await phrase_queue.put(phrase)
+                        await first_audio.wait()
+            finally:
+                await pieces.aclose()
+                await phrase_queue.put(None)
+
+        producer = asyncio.create_task(produce_phrases())
+        try:
+            await self._speak_phrases(phrase_queue, first_audio)
+            await producer  # re-raises a brain failure
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+
+    async def _speak_phrases(self, phrase_queue: asyncio.Queue[str | None], first_audio: asyncio.Event) -> None:
+        upsampler = StreamResampler(PLAYOUT_RATE)
+        try:
+            while (text := await phrase_queue.get()) is not None:
+                phrase = SpokenPhrase(text)
+                self.phrases.append(phrase)
+                started = self.clock()
+                self.synthesizing = True
+                speech = stall_guard(self.voice.speak(text), self.config.brain.stall_timeout_s, "voice")
+                async with contextlib.aclosing(speech) as chunks:
+                    async for chunk in chunks:
+                        self.timeline.mark("first_pcm", self.clock())
+                        self._queue_audio(phrase, upsampler.samples(chunk, self.voice.sample_rate))
+                        first_audio.set()
+                self.synthesizing = False
+                phrase.complete = True
+                first_audio.set()
+                log.debug("turn %s: voiced %r (%.0f ms of audio) in %.0f ms", self.number, text,
+                          phrase.queued * 1000 / PLAYOUT_RATE, (self.clock() - started) * 1000)
+            if self.phrases:
+                self._queue_audio(self.phrases[-1], upsampler.finish())
+        finally:
+            first_audio.set()
+
+    def _queue_audio(self, phrase: SpokenPhrase, samples: np.ndarray) -> None:
+        if len(samples) == 0:
+            return
+        first_segment = phrase.queued == 0
+
+        def on_start(_segment: Segment) -> None:
+            if self.timeline.mark("first_frame", self.clock()):
+                self.on_audible()
+            if first_segment:
+                self.emit(AgentText(self.number, phrase.text))
+
+        def on_done(_segment: Segment, played: int) -> None:
+            phrase.played += played
+            self.pending_segments -= 1
+            if self.pending_segments == 0:
+                self.playback_done.set()
+
+        try:
+            self.output.push(samples, tag=phrase.text, on_start=on_start, on_done=on_done)
+        except QueueFull as exc:
+            raise RuntimeError(f"playout queue full: {exc}") from exc
+        phrase.queued += len(samples)
+        self.pending_segments += 1
+        self.playback_done.clear()
+
+    async def _mark_first(self, pieces: AsyncIterator[str], stage: str) -> AsyncIterator[str]:
+        async with contextlib.aclosing(pieces) as stream:
+            async for piece in stream:
+                self.timeline.mark(stage, self.clock())
+                yield piece
+

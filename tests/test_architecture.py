@@ -1,0 +1,104 @@
+"""The layout's rules, checked: no first-party import cycle; the agent imports no WebRTC; nothing
+imports the benchmark; every event type is documented in the README and handled by the page."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from agent.events import EVENTS, event_table
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("agent", "signaling", "bench")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def first_party_modules() -> dict[str, Path]:
+    found = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    found["run"] = ROOT / "run.py"
+    return found
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """First-party modules `name` imports (anywhere in the file, lazy imports included), plus the
+    parent packages each import executes."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:  # a submodule, or a name defined by the module `base`
+                full = f"{base}.{alias.name}"
+                targets.add(full if full in modules else base)
+    ancestors = {".".join(name.split(".")[:i]) for i in range(1, len(name.split(".")))}
+    found = set()
+    for target in targets:
+        parts = target.split(".")
+        for i in range(1, len(parts) + 1):
+            candidate = ".".join(parts[:i])
+            # A module's own ancestor packages are initialised before it runs: no edge to them
+            # unless it imports them by name.
+            implicit = candidate in ancestors and candidate != target
+            if candidate in modules and candidate != name and not implicit:
+                found.add(candidate)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = first_party_modules()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def test_no_first_party_import_cycle():
+    graph = import_graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_agent_imports_no_webrtc_and_nothing_imports_the_benchmark():
+    modules = first_party_modules()
+    for name, path in modules.items():
+        source = path.read_text()
+        if name.startswith("agent"):
+            assert not re.search(r"^\s*(from|import) (aiortc|aioice|aiohttp|signaling|bench)\b", source, re.M), name
+        if name.startswith(("agent", "signaling")):
+            assert not re.search(r"^\s*(from|import) bench\b", source, re.M), name
+
+
+def test_readme_event_table_is_generated_from_the_event_types():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- events:begin -->\n", 1)[1].split("\n<!-- events:end -->", 1)[0]
+    assert table == event_table(), "README's event table is stale: paste event_table() from agent/events.py"
+
+
+def test_the_web_page_handles_every_event_type():
+    app_js = (ROOT / "web" / "app.js").read_text()
+    handled = set(re.findall(r'case "([a-z_]+)":', app_js))
+    assert {cls.type for cls in EVENTS} <= handled, {cls.type for cls in EVENTS} - handled
