@@ -25,7 +25,7 @@ with a before/after run of `./dev.sh bench`.
 - **aiortc's audio jitter buffer holds every packet until the next one arrives** (it was written
   for multi-packet video frames), adding 20 ms even at prefetch 1. The agent's inbound side feeds
   a VAD, not a loudspeaker, so it now decodes each in-order packet at once
-  (`signaling/jitter.py`, `ice.jitter_prefetch = 0`); the benchmark client keeps prefetch 1.
+  (`signaling/aiortc_adjustments.py`, `ice.jitter_prefetch = 0`); the benchmark client keeps prefetch 1.
 - **Speculative transcription.** whisper starts on the utterance after a 60 ms pause and the
   result is reused when the turn ends with the same audio: ~150 ms off the transcript.
 - **The voice gets the CPU for the first phrase.** The LLM stream has backpressure: after the
