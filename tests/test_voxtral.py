@@ -191,7 +191,7 @@ async def test_voxtral_brain_answers_inside_a_loopback_webrtc_turn(voxtral_confi
 
 
 def test_architecture_benchmark_code_runs_on_a_tiny_config():
-    from agent.voxtral_arch_bench import time_architecture
+    from bench.voxtral_arch import time_architecture
 
     results = time_architecture("tiny", utterances=(2.0, 35.0), repeats=1, new_tokens=4)
     assert [r["audio_tokens"] for r in results] == [375, 750]

@@ -17,6 +17,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from yarl import URL
 
+from signaling.ice import use_host_addresses
+
 from .conftest import VIDEO_ONLY_SDP
 
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
@@ -90,7 +92,9 @@ class WhipClient:
             if pc.connectionState == "connected":
                 self.connected.set()
 
-        await pc.setLocalDescription(await pc.createOffer())
+        # Tests run in a namespace that holds only `lo`, which aioice skips: offer 127.0.0.1.
+        with use_host_addresses(["127.0.0.1"]):
+            await pc.setLocalDescription(await pc.createOffer())
         async with self.http.post(self.endpoint, data=pc.localDescription.sdp,
                                   headers={"Content-Type": "application/sdp"}) as resp:
             answer = await resp.text()
