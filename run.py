@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "seconds (stub models unless --real): outbound clock drift, lateness and memory over time "
                        "(at most 120 minutes)")
     bench.add_argument("--real", action="store_true", help="with --soak: use the real models")
+    bench.add_argument("--asr-windows", action="store_true", help="whisper's encoder window against accuracy: time "
+                       "and word error rate per window on questions spoken by several voices with noise")
+    bench.add_argument("--floor", action="store_true", help="time each stage alone on idle cores (VAD, ASR, LLM "
+                       "first token and per token, each CPU voice's first PCM) at 1 and 2 threads")
     bench.add_argument("--voxtral-arch", action="store_true", help="time the real-size Voxtral-Mini-3B architecture "
                        "with random weights (needs a CUDA GPU to mean anything): audio encoding, first token, "
                        "inter-token latency for 2, 5 and 10 s utterances")
@@ -147,6 +151,16 @@ def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPa
             parser.error("--soak takes 0 < MINUTES <= 120")
         result = asyncio.run(soak(config, args.soak, stub=not args.real, out_dir=args.out))
         return 0 if result["stalls"] == 0 else 1
+    if args.asr_windows:
+        from bench.asr_windows import run_asr_windows
+
+        asyncio.run(run_asr_windows(config, args.out))
+        return 0
+    if args.floor:
+        from bench.floor import run_floor
+
+        run_floor(config, args.out)
+        return 0
     if args.voxtral_arch:
         from bench.voxtral_arch import print_architecture_timings
 

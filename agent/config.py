@@ -95,6 +95,8 @@ class AsrConfig:
     threads: int
     beam_size: int
     language: str
+    window_s: float
+    no_speech_threshold: float
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "brain.stall_timeout_s": (lambda v: v > 0, "> 0"),
     "asr.threads": (lambda v: v >= 1, ">= 1"),
     "asr.beam_size": (lambda v: v >= 1, ">= 1"),
+    "asr.window_s": (lambda v: v <= 30, "<= 30 (0 or less = whisper's full 30 s window)"),
+    "asr.no_speech_threshold": (lambda v: 0 < v <= 1, "0..1"),
     "llm.threads": (lambda v: v >= 1, ">= 1"),
     "llm.batch_threads": (lambda v: v >= 1, ">= 1"),
     "llm.context_tokens": (lambda v: v >= 256, ">= 256"),

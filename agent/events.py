@@ -81,7 +81,8 @@ class BargeIn:
 @dataclass(frozen=True)
 class TurnFinished:
     """A turn ended: its `outcome`, each stage in `ms` after the end of the user's speech, the raw
-    `clock` marks (perf_counter seconds) and the answer's `playout` (lateness, gaps)."""
+    `clock` marks (perf_counter seconds), the answer's `playout` (lateness, gaps), and whether it
+    was `preemptive` (started at a pause, before the end of the turn was certain)."""
 
     type: ClassVar[str] = "timeline"
     turn: int
@@ -89,6 +90,16 @@ class TurnFinished:
     ms: dict[str, float] = field(default_factory=dict)
     clock: dict[str, float] = field(default_factory=dict)
     playout: dict[str, float] = field(default_factory=dict)
+    preemptive: bool = False
+
+
+@dataclass(frozen=True)
+class PreemptionDiscarded:
+    """An answer started at a pause was thrown away unheard because the user went on speaking;
+    `ran_ms` is how long it had been working (wasted compute)."""
+
+    type: ClassVar[str] = "preemption_discarded"
+    ran_ms: float
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,9 @@ class TurnError:
 
 
 Event = Union[Hello, StateChanged, SpeechStarted, SpeechDiscarded, Transcript, AgentText, BargeIn, TurnFinished,
-              TurnError]
+              PreemptionDiscarded, TurnError]
 EVENTS: tuple[type, ...] = (Hello, StateChanged, SpeechStarted, SpeechDiscarded, Transcript, AgentText, BargeIn,
-                            TurnFinished, TurnError)
+                            TurnFinished, PreemptionDiscarded, TurnError)
 
 
 def to_json(event: Event) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from agent.brains import BRAINS, brain_kind, choose_brain
 from agent.brains.base import Brain
 from agent.config import Config
 from agent.runtime.model_files import ModelFile, ensure_files, resolve_cache_dir
-from agent.voices import VOICES, voice_kind
+from agent.voices import VOICES, choose_voice, voice_kind
 from agent.voices.base import Voice
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ def _unique(files) -> tuple[ModelFile, ...]:
     return tuple({f.relpath: f for f in files}.values())
 
 
-def required_files(config: Config, brain_name: str) -> tuple[ModelFile, ...]:
-    """The model files the chosen brain and the configured voice need."""
-    return _unique((*brain_kind(brain_name).model_files(config), *voice_kind(config.voice.kind).model_files(config)))
+def required_files(config: Config, brain_name: str, voice_name: str) -> tuple[ModelFile, ...]:
+    """The model files the chosen brain and voice need."""
+    return _unique((*brain_kind(brain_name).model_files(config), *voice_kind(voice_name).model_files(config)))
 
 
 def all_model_files(config: Config) -> tuple[ModelFile, ...]:
@@ -69,9 +69,12 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     started = time.perf_counter()
     brain_name, reason = choose_brain(config)
     log.info("brain: %s (%s)", brain_name, reason)
-    paths = ensure_files(required_files(config, brain_name), resolve_cache_dir(config.models.cache_dir), progress)
+    voice_name, reason = choose_voice(config)
+    log.info("voice: %s (%s)", voice_name, reason)
+    paths = ensure_files(required_files(config, brain_name, voice_name), resolve_cache_dir(config.models.cache_dir),
+                         progress)
     brain = brain_kind(brain_name).load(config, paths)
-    voice = voice_kind(config.voice.kind).load(config, paths)
+    voice = voice_kind(voice_name).load(config, paths)
     load_s = time.perf_counter() - started
     log.info("models ready in %.2fs (brain=%s, voice=%s)", load_s, brain.name, voice.name)
     return AgentModels(brain, voice, load_s)

@@ -7,6 +7,12 @@ WebRTC: the transport feeds it 16 kHz PCM (`hear`), pulls frames from `output`, 
 each frame it sent (`on_output_frame`).
 
 User speech during a turn (barge-in) cancels the turn and flushes the queue at once.
+
+Preemptive answers: at a short pause (`turns.speculative_ms`) the session already starts the
+whole answer to what was said so far, held (see `AnswerTurn`). When the turn then ends with the
+same audio, the held answer is released at once: its transcript, first token and first audio
+are often ready by then. If the user goes on speaking, it is cancelled and discarded: nothing
+played, nothing shown, nothing in the history.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import numpy as np
 
 from agent.brains.base import Brain
 from agent.config import Config
-from agent.events import BargeIn, Event, SpeechDiscarded, SpeechStarted, State, StateChanged, TurnError
+from agent.events import (BargeIn, Event, PreemptionDiscarded, SpeechDiscarded, SpeechStarted, State, StateChanged,
+                          TurnError)
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.turns import TurnDetector, TurnEvent
@@ -51,8 +58,11 @@ class AgentSession:
         self.turn_count = 0
         self.timelines: list[TurnTimeline] = []
         self._turn: AnswerTurn | None = None
+        self._preemptive: tuple[np.ndarray, AnswerTurn] | None = None  # (the audio it answers, the held turn)
         self._closed = False
         self.barge_ins = 0
+        self.preemptions = {"started": 0, "hits": 0, "discarded": 0}
+        self.preemption_wasted_s = 0.0
 
     # -- wiring ----------------------------------------------------------------------------
     def set_event_sink(self, send_event: EventSink | None) -> None:
@@ -88,31 +98,81 @@ class AgentSession:
 
     def on_turn_event(self, event: TurnEvent) -> None:
         if event.kind == "speech_start":
+            self.discard_preemption()
             if self._turn is not None:
                 self.barge_in()
             self.emit(SpeechStarted())
         elif event.kind == "speech_pause":
             assert event.audio is not None
-            self.conversation.prefetch(event.audio)
+            self.preempt(event.audio, event.speech_ended_at or event.at)
+        elif event.kind == "speech_resume":
+            self.discard_preemption()
         elif event.kind == "speech_end":
             assert event.audio is not None
-            self.start_turn(event.audio, event.speech_ended_at or event.at, event.at)
+            preemptive = self._preemptive
+            if preemptive is not None and np.array_equal(preemptive[0], event.audio):
+                self._confirm_preemption(event.at)
+            else:
+                self.discard_preemption()
+                self.start_turn(event.audio, event.speech_ended_at or event.at, event.at)
         elif event.kind == "speech_discarded":
+            self.discard_preemption()
             self.emit(SpeechDiscarded(event.voiced_ms))
 
     # -- turns -----------------------------------------------------------------------------
+    def _new_turn(self, audio: np.ndarray, speech_end: float, held: bool) -> AnswerTurn:
+        turn = AnswerTurn(self.turn_count + 1, self.conversation, self.voice, self.output, self.config, self.emit,
+                          on_audible=lambda: self._set_state("speaking"), clock=self.clock, held=held)
+        turn.timeline.mark("speech_end", speech_end)
+        turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"session{self.id}-turn{self.turn_count + 1}")
+        return turn
+
     def start_turn(self, audio: np.ndarray, speech_end: float, turn_end: float) -> AnswerTurn:
         if self._turn is not None:
             self.barge_in()
+        turn = self._new_turn(audio, speech_end, held=False)
+        self._begin(turn, turn_end)
+        return turn
+
+    def _begin(self, turn: AnswerTurn, turn_end: float) -> None:
+        """`turn` is now the current turn (the user's turn ended at `turn_end`)."""
         self.turn_count += 1
-        turn = AnswerTurn(self.turn_count, self.conversation, self.voice, self.output, self.config, self.emit,
-                          on_audible=lambda: self._set_state("speaking"), clock=self.clock)
-        turn.timeline.mark("speech_end", speech_end)
         turn.timeline.mark("turn_end", turn_end)
         self._turn = turn
         self._set_state("thinking")
-        turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"session{self.id}-turn{self.turn_count}")
-        return turn
+
+    def preempt(self, audio: np.ndarray, speech_end: float) -> None:
+        """The user paused: start answering `audio`, held until the turn really ends."""
+        if self.config.turns.speculative_ms <= 0 or self._turn is not None:
+            return
+        self.discard_preemption()
+        self.preemptions["started"] += 1
+        self._preemptive = (audio, self._new_turn(audio, speech_end, held=True))
+
+    def _confirm_preemption(self, turn_end: float) -> None:
+        assert self._preemptive is not None
+        _audio, turn = self._preemptive
+        self._preemptive = None
+        self.preemptions["hits"] += 1
+        if self._turn is not None:
+            self.barge_in()
+        self._begin(turn, turn_end)
+        turn.release()
+        if turn.task is not None and turn.task.done():  # it finished (or failed) while held
+            self._finish_turn(turn)
+
+    def discard_preemption(self) -> None:
+        """The user went on speaking: throw the held answer away, unheard and unrecorded."""
+        if self._preemptive is None:
+            return
+        _audio, turn = self._preemptive
+        self._preemptive = None
+        turn.cancel()
+        self.conversation.rollback()
+        ran_s = self.clock() - turn.started_at
+        self.preemptions["discarded"] += 1
+        self.preemption_wasted_s += ran_s
+        self.emit(PreemptionDiscarded(round(ran_s * 1000.0, 1)))
 
     def barge_in(self) -> None:
         """The user spoke over the agent: stop the brain and voice, silence playout now."""
@@ -152,14 +212,15 @@ class AgentSession:
             log.exception("session %s turn %s failed", self.id, turn.number)
             self._turn_error(turn, type(exc).__name__, str(exc) or type(exc).__name__)
         finally:
-            if not self._closed:
+            if not self._closed and not turn.held:  # a held turn finishes when it is confirmed
                 self._finish_turn(turn)
 
     def _turn_error(self, turn: AnswerTurn, kind: str, message: str) -> None:
         turn.timeline.outcome = "error"
-        self.output.flush()
+        if not turn.held:
+            self.output.flush()
         log.error("session %s turn %s error (%s): %s", self.id, turn.number, kind, message)
-        self.emit(TurnError(turn.number, kind, message))
+        turn.emit(TurnError(turn.number, kind, message))  # held with the turn if it is held
 
     # -- teardown --------------------------------------------------------------------------
     async def close(self) -> None:
@@ -167,6 +228,9 @@ class AgentSession:
             return
         self._closed = True
         self.output.flush()
+        if self._preemptive is not None:
+            self._preemptive[1].cancel()
+            self._preemptive = None
         turn = self._turn
         if turn is not None and turn.task is not None:
             turn.task.cancel()

@@ -57,8 +57,10 @@ class ScriptedConversation(Conversation):
     def __init__(self, brain: ScriptedBrain) -> None:
         self.brain = brain
         self.history: list[tuple[str, str]] = []
+        self._reply_start: int | None = None
 
     async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+        self._reply_start = len(self.history)
         on_transcript(f"(stub) {len(audio) * 1000 // 16000} ms of speech")
         self.history.append(("user", "(stub)"))
         if self.brain.first_token_delay_s:
@@ -70,6 +72,12 @@ class ScriptedConversation(Conversation):
 
     def record_agent_reply(self, spoken_text: str) -> None:
         self.history.append(("assistant", spoken_text))
+        self._reply_start = None
+
+    def rollback(self) -> None:
+        if self._reply_start is not None:
+            del self.history[self._reply_start:]
+            self._reply_start = None
 
 
 class ToneVoice(Voice):

@@ -5,6 +5,12 @@ text into speakable phrases, while the voice consumer synthesises earlier phrase
 their audio. It also keeps the spoken-text accounting (how much of each phrase was actually
 played, so the history holds only what the user heard) and the turn's timeline. Cancelling its
 task (barge-in, close) stops the brain and the voice at their next item.
+
+A turn can start `held` (a preemptive answer, started at a pause before the end of the user's
+turn is certain): it transcribes, thinks and synthesises as usual, but keeps its audio and its
+events to itself until `release()` (the turn really ended) sends them on at once. A held turn
+that is cancelled instead leaves nothing behind: nothing was played or shown, and the session
+rolls the conversation back.
 """
 
 from __future__ import annotations
@@ -76,24 +82,53 @@ class AnswerTurn:
 
     def __init__(self, number: int, conversation: Conversation, voice: Voice, output: PcmQueue, config: Config,
                  emit: Callable[[Event], None], on_audible: Callable[[], None],
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, held: bool = False) -> None:
         self.timeline = TurnTimeline(number)
+        self.timeline.preemptive = held
         self.conversation = conversation
         self.voice = voice
         self.output = output
         self.config = config
-        self.emit = emit
+        self._emit = emit
         self.on_audible = on_audible  # the first frame of the answer is being played
         self.clock = clock
+        self.started_at = clock()
         self.task: asyncio.Task | None = None
         self.phrases: list[SpokenPhrase] = []
         self.playback_done = asyncio.Event()
         self.pending_segments = 0
         self.synthesizing = False
+        self.held = held
+        self._held_events: list[Event] = []
+        self._held_audio: list[tuple[SpokenPhrase, np.ndarray, Callable, Callable]] = []
+        self._held_samples = 0
 
     @property
     def number(self) -> int:
         return self.timeline.turn
+
+    def emit(self, event: Event) -> None:
+        if self.held:
+            self._held_events.append(event)
+        else:
+            self._emit(event)
+
+    def release(self) -> None:
+        """The user's turn really ended: send what a held turn kept back, and go on live."""
+        if not self.held:
+            return
+        self.held = False
+        events, self._held_events = self._held_events, []
+        for event in events:
+            self._emit(event)
+        audio, self._held_audio = self._held_audio, []
+        self._held_samples = 0
+        for phrase, samples, on_start, on_done in audio:
+            self._push(phrase, samples, on_start, on_done)
+
+    def queued_samples(self) -> int:
+        """Audio made but not yet played (held or in the output queue)."""
+        return self._held_samples + self.output.queued_samples
 
     def spoken_text(self) -> str:
         """The words of the answer that were actually played."""
@@ -131,7 +166,7 @@ class AnswerTurn:
 
             def voice_hungry() -> bool:
                 """Nothing left to synthesise and less than a timeout's worth of audio queued."""
-                return phrase_queue.empty() and not self.synthesizing and self.output.queued_samples < ahead
+                return phrase_queue.empty() and not self.synthesizing and self.queued_samples() < ahead
 
             try:
                 async with contextlib.aclosing(phrases_from_pieces(pieces, chunker, voice_hungry)) as phrases:
@@ -194,13 +229,20 @@ class AnswerTurn:
             if self.pending_segments == 0:
                 self.playback_done.set()
 
+        phrase.queued += len(samples)
+        self.pending_segments += 1
+        self.playback_done.clear()
+        if self.held:
+            self._held_audio.append((phrase, samples, on_start, on_done))
+            self._held_samples += len(samples)
+        else:
+            self._push(phrase, samples, on_start, on_done)
+
+    def _push(self, phrase: SpokenPhrase, samples: np.ndarray, on_start, on_done) -> None:
         try:
             self.output.push(samples, tag=phrase.text, on_start=on_start, on_done=on_done)
         except QueueFull as exc:
             raise RuntimeError(f"playout queue full: {exc}") from exc
-        phrase.queued += len(samples)
-        self.pending_segments += 1
-        self.playback_done.clear()
 
     async def _mark_first(self, pieces: AsyncIterator[str], stage: str) -> AsyncIterator[str]:
         async with contextlib.aclosing(pieces) as stream:

@@ -133,6 +133,15 @@ def stage_increments(run: BenchRun) -> list[tuple[str, dict[str, float]]]:
     return rows
 
 
+def preemption_line(run: BenchRun) -> str:
+    """Preemptive answers over the run: how many turns used one, how many were thrown away."""
+    hits = sum(r.preemptive for r in run.results)
+    discarded = sum(r.preemptions_discarded for r in run.results)
+    wasted = sum(r.preemption_wasted_ms for r in run.results)
+    return (f"preemptive answers: {hits} of {len(run.results)} turns released one; {discarded} discarded "
+            f"(the user went on), {wasted:.0f} ms of work wasted")
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -153,6 +162,7 @@ def print_run(run: BenchRun, out=sys.stdout) -> None:
         print(f"  {name:<26} {s['median']:>8.1f} {s['p90']:>8.1f} {s['max']:>8.1f} {s['n']:>4}", file=out)
     print(f"  CPU per call: {run.cpu_per_call_pct:.1f}% of one core (process total / calls; wall {run.wall_s:.1f} s)",
           file=out)
+    print(f"  {preemption_line(run)}", file=out)
     for name, value, verdict in target_rows(run, summary):
         print(f"  target: {name}: {value} ({verdict})", file=out)
 
@@ -207,7 +217,10 @@ def markdown(run: BenchRun, chart_name: str | None = None, heading: str = "##") 
                   "transport alone. The questions are synthetic vowel sounds.*", ""]
     lines += [f"Started {run.started}; wall {run.wall_s:.1f} s; CPU per call {run.cpu_per_call_pct:.1f}% of one "
               f"core (the whole process, server and clients, divided by calls); client receive jitter prefetch "
-              f"{run.jitter_prefetch} packet(s).", ""]
+              f"{run.jitter_prefetch} packet(s).", "", preemption_line(run).capitalize() + ".", ""]
+    if any(r.speaker for r in run.results):
+        speakers = sorted({r.speaker for r in run.results if r.speaker})
+        lines += [f"Questions spoken by {', '.join(speakers)}, with background noise (SNR ~25 dB).", ""]
     lines += ["| figure (ms) | median | p90 | max | n |", "|---|---:|---:|---:|---:|"]
     for name, s in summary.items():
         lines.append(f"| {name} | {s['median']:g} | {s['p90']:g} | {s['max']:g} | {s['n']} |")

@@ -13,6 +13,8 @@ import numpy as np
 
 from signaling.client import HeadlessClient
 
+from .questions import Question
+
 SILENT_PEAK = 64  # a received frame whose peak is above this carries audio (Opus silence decodes to ~0)
 
 
@@ -30,13 +32,18 @@ class TurnResult:
     # Server's end-of-speech mark (last voiced VAD frame) minus the moment the client sent the
     # question's last frame: uplink transport, minus any speech tail the VAD did not call voiced.
     vad_end_offset_ms: float | None = None
+    speaker: str = ""  # the voice that asked (kind:name)
+    preemptive: bool = False  # the answer was started at a pause and released at the end of the turn
+    preemptions_discarded: int = 0  # answers started at a pause in this question and thrown away
+    preemption_wasted_ms: float = 0.0  # how long those had been working
 
 
-async def play_turn(client: HeadlessClient, question: np.ndarray, turn: int, call: int, label: str,
+async def play_turn(client: HeadlessClient, question: Question, turn: int, call: int,
                     timeout_s: float = 120.0) -> TurnResult:
     since = len(client.events)
     frames_before = len(client.frames)
-    sent = client.say(question)
+    sent = client.say(question.speech)  # done when its last sample (the end of the words) is sent
+    client.say(question.tail)  # the microphone goes on hearing the room
     await sent.done.wait()
     timeline = await client.wait_event(lambda e: e.get("type") == "timeline" and e.get("turn") == turn, timeout_s, since)
     answer = " ".join(e["text"] for _, e in client.events[since:] if e.get("type") == "agent_text" and e.get("turn") == turn)
@@ -52,8 +59,10 @@ async def play_turn(client: HeadlessClient, question: np.ndarray, turn: int, cal
             transport = round((first.at - server_first_frame) * 1000.0, 1)
     server_speech_end = timeline.get("clock", {}).get("speech_end")
     offset = round((server_speech_end - ended) * 1000.0, 1) if server_speech_end is not None and ended else None
-    return TurnResult(call, turn, label, timeline["outcome"], answer, v2v, transport, timeline["ms"],
-                      timeline.get("playout", {}), offset)
+    discarded = [e for _, e in client.events[since:] if e.get("type") == "preemption_discarded"]
+    return TurnResult(call, turn, question.label, timeline["outcome"], answer, v2v, transport, timeline["ms"],
+                      timeline.get("playout", {}), offset, question.speaker, bool(timeline.get("preemptive")),
+                      len(discarded), round(sum(e.get("ran_ms", 0.0) for e in discarded), 1))
 
 
 # -- a run ------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ async def _call(url: str, config: Config, call: int, questions: list[Question], 
         run.brain, run.voice = hello.get("brain", run.brain), hello.get("voice", run.voice)
         await asyncio.sleep(0.5)
         for i in range(turns):
-            label, audio = questions[(i + call) % len(questions)]
-            run.results.append(await play_turn(client, audio, turn=i + 1, call=call, label=label))
+            question = questions[(i + call) % len(questions)]
+            run.results.append(await play_turn(client, question, turn=i + 1, call=call))
             progress.update(1)
             await asyncio.sleep(0.4)
     finally:
@@ -75,11 +75,8 @@ async def run_bench(config: Config, turns: int, wavs: list[str], stub: bool = Fa
                     url: str | None = None, out_dir: str | None = None, client_prefetch: int = 1) -> int:
     """One benchmark run as `run.py bench` asks for it; prints and writes its results."""
     if url:
-        # A running agent: questions need a voice, so they come from WAVs or the local Kokoro.
-        speaker = None if wavs else await load_real_models(config)
-        questions = await questions_for(speaker, wavs)
-        if speaker is not None:
-            speaker.close()
+        # A running agent: questions come from WAVs or the local voices.
+        questions = await questions_for(config, wavs)
         loop_config = loopback_config(config)
         run = BenchRun("url", "?", "?", turns, concurrency, client_prefetch,
                        started=time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -87,7 +84,7 @@ async def run_bench(config: Config, turns: int, wavs: list[str], stub: bool = Fa
     else:
         models = stub_models() if stub else await load_real_models(config)
         try:
-            questions = await questions_for(models, wavs)
+            questions = await questions_for(None if stub else config, wavs)
             run = await bench_in_process(config, models, questions, turns, concurrency, "stub" if stub else "cascade",
                                          client_prefetch)
         finally:

@@ -42,7 +42,7 @@ async def soak(config: Config, minutes: float, stub: bool = True, interval_s: fl
     """One call for `minutes`, a question every `interval_s`; samples drift, lateness, memory."""
     minutes = min(minutes, 120.0)  # bounded: at most two hours
     models = stub_models() if stub else await load_real_models(config)
-    questions = await questions_for(models, [])
+    questions = await questions_for(None if stub else config, [])
     config = loopback_config(config)
     samples: list[SoakSample] = []
     try:
@@ -58,7 +58,9 @@ async def soak(config: Config, minutes: float, stub: bool = True, interval_s: fl
             asked = 0
             while (now := time.perf_counter()) - started < minutes * 60:
                 if now >= next_question:
-                    client.say(questions[asked % len(questions)][1])
+                    question = questions[asked % len(questions)]
+                    client.say(question.speech)
+                    client.say(question.tail)
                     asked += 1
                     next_question += interval_s
                 if now >= next_sample:

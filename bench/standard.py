@@ -57,7 +57,7 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     runs: list[tuple[BenchRun, str]] = []
     models = await load_real_models(config)
     try:
-        questions = await questions_for(models, [])
+        questions = await questions_for(config, [])
         run = await bench_in_process(config, models, questions, turns_override or 10, 1, "cascade")
         runs.append((run, "python run.py bench --turns 10"))
     finally:

@@ -14,6 +14,8 @@ lateness. `exposition()` renders the text format served at `GET /metrics`.
 | `voice_agent_errors_total{kind}` | counter | turn errors by kind (timeout, exception class) |
 | `voice_agent_stage_latency_seconds{stage}` | histogram | each stage of a turn after the end of the user's speech |
 | `voice_agent_answer_gaps_total` | counter | silences longer than 40 ms inside an answer |
+| `voice_agent_preemptions_total{result}` | counter | answers started at a pause: `hit` (the turn ended there, it was used), `discarded` (the user went on) |
+| `voice_agent_preemption_wasted_seconds_total` | counter | time discarded preemptive answers had been working |
 | `voice_agent_outbound_frame_lateness_seconds` | histogram | how late each outbound 20 ms frame left |
 | `voice_agent_model_load_seconds{model}` | gauge | time to load each model (and `total`) |
 """
@@ -24,7 +26,7 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from agent.events import OUTCOMES, BargeIn, Event, TurnError, TurnFinished
+from agent.events import OUTCOMES, BargeIn, Event, PreemptionDiscarded, TurnError, TurnFinished
 from agent.models import AgentModels
 
 from .attach import AttachedAgent
@@ -53,12 +55,18 @@ class AgentMetrics:
             ["stage"], buckets=STAGE_BUCKETS_S, registry=r)
         self.answer_gaps = Counter("voice_agent_answer_gaps", "Silences longer than 40 ms inside an answer.",
                                    registry=r)
+        self.preemptions = Counter("voice_agent_preemptions", "Answers started at a pause, by result (hit, discarded).",
+                                   ["result"], registry=r)
+        self.preemption_wasted = Counter("voice_agent_preemption_wasted_seconds",
+                                         "Time discarded preemptive answers had been working.", registry=r)
         self.frame_lateness = Histogram(
             "voice_agent_outbound_frame_lateness_seconds", "How late each outbound audio frame was handed to the sender.",
             buckets=LATENESS_BUCKETS_S, registry=r)
         self.model_load = Gauge("voice_agent_model_load_seconds", "Seconds to load each model.", ["model"], registry=r)
         for outcome in OUTCOMES:
             self.turns.labels(outcome=outcome)  # present (at 0) before the first turn
+        for result in ("hit", "discarded"):
+            self.preemptions.labels(result=result)
 
     # -- feeding ---------------------------------------------------------------------------
     def record_models(self, models: AgentModels) -> None:
@@ -82,6 +90,11 @@ class AgentMetrics:
             gaps = event.playout.get("gaps", 0)
             if gaps:
                 self.answer_gaps.inc(gaps)
+            if event.preemptive:
+                self.preemptions.labels(result="hit").inc()
+        elif isinstance(event, PreemptionDiscarded):
+            self.preemptions.labels(result="discarded").inc()
+            self.preemption_wasted.inc(event.ran_ms / 1000.0)
         elif isinstance(event, BargeIn):
             self.barge_ins.inc()
         elif isinstance(event, TurnError):

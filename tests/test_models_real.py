@@ -97,16 +97,21 @@ async def test_cascade_answers_a_spoken_question(models, spoken):
     assert [m["role"] for m in conversation.history] == ["user", "assistant"]
 
 
-async def test_speculative_transcription_is_reused_when_the_audio_is_the_same(models, spoken):
+async def test_a_rolled_back_reply_leaves_no_trace_in_the_history(models, spoken):
     audio_48k = await spoken("What is the capital of France?")
     resampler = StreamResampler(16000)
     audio = np.concatenate([resampler.samples(audio_48k, 48000), resampler.finish()])
     conversation = models.brain.new_conversation()
-    conversation.prefetch(audio[: len(audio) // 2])  # stale: the user went on talking
-    conversation.prefetch(audio)
     transcripts = []
     async with contextlib.aclosing(conversation.reply(audio.copy(), transcripts.append)) as pieces:
         async for _ in pieces:
-            break
-    assert conversation.speculative_hits == 1
+            break  # a preemptive answer, talked over
     assert "france" in transcripts[0].lower()
+    conversation.rollback()
+    assert conversation.history == []
+    async with contextlib.aclosing(conversation.reply(audio.copy(), transcripts.append)) as pieces:
+        async for _ in pieces:
+            break
+    conversation.record_agent_reply("Paris.")
+    conversation.rollback()  # too late: the reply is stored
+    assert [m["role"] for m in conversation.history] == ["user", "assistant"]

@@ -105,3 +105,50 @@ async def test_a_brain_failure_is_an_error_event_and_the_session_goes_on():
     await wait_for(lambda: session.output.queued_samples > 0)
     session.output.flush()
     await session.close()
+
+
+def feed(session, pcm):
+    for event in session.turns.feed(pcm.tobytes()):
+        session.on_turn_event(event)
+
+
+async def test_a_preemptive_answer_is_held_until_the_turn_ends_then_released_at_once():
+    session, events = make_session()
+    feed(session, np.concatenate([silence(300), voiced(700), silence(250)]))  # a pause (webrtcvad adds ~120 ms): not yet the end
+    assert session.preemptions["started"] == 1 and session.turn_count == 0
+    await asyncio.sleep(0.2)  # the scripted answer is ready by now, but held
+    assert session.output.queued_samples == 0
+    assert not [e for e in events if e["type"] in ("transcript", "agent_text", "timeline")]
+    feed(session, silence(400))  # the hangover ends the turn with the same audio
+    assert session.preemptions["hits"] == 1 and session.turn_count == 1
+    assert session.output.queued_samples > 0  # released at once, no new work
+    assert [e["type"] for e in events if e["type"] == "transcript"] == ["transcript"]
+    while session.turn_count == 1 and session.state != "listening" or session.output.queued_samples:
+        session.output.pull(960)
+        await asyncio.sleep(0)
+    timeline = next(e for e in events if e["type"] == "timeline")
+    assert timeline["outcome"] == "answered" and timeline["preemptive"] is True
+    assert session.conversation.history == [("user", "(stub)"), ("assistant", ScriptedBrain().script)]
+    await session.close()
+
+
+async def test_a_preemptive_answer_is_discarded_when_the_user_goes_on():
+    session, events = make_session()
+    config = session.config
+    session.turns = type(session.turns)(config.turns.__class__(**{**config.turns.__dict__, "hangover_ms": 600}))
+    feed(session, np.concatenate([silence(300), voiced(700), silence(250)]))  # pause -> preemptive answer
+    assert session.preemptions["started"] == 1
+    await asyncio.sleep(0.2)
+    feed(session, voiced(500, seed=3))  # ... and the user goes on
+    assert session.preemptions["discarded"] == 1
+    assert session.conversation.history == []  # rolled back: as if never asked
+    discarded = [e for e in events if e["type"] == "preemption_discarded"]
+    assert len(discarded) == 1 and discarded[0]["ran_ms"] >= 150
+    assert session.output.queued_samples == 0
+    assert not [e for e in events if e["type"] in ("transcript", "agent_text", "timeline")]
+    feed(session, silence(900))  # now the turn ends: one answer, to the whole utterance
+    await wait_for(lambda: session.output.queued_samples > 0)
+    assert session.turn_count == 1
+    assert session.preemptions["hits"] == 1  # the second pause's answer was the one used
+    assert [m[0] for m in session.conversation.history] == ["user"]
+    await session.close()

@@ -118,3 +118,6 @@ def test_speech_after_a_pause_makes_the_speculation_stale():
     assert len(pauses) == 2
     assert not np.array_equal(pauses[0].audio, end.audio)
     assert np.array_equal(pauses[-1].audio, end.audio)
+    kinds = [k for k, _ in events]
+    # The user went on after the first pause: speech_resume says so, once, before the next pause.
+    assert kinds == ["speech_start", "speech_pause", "speech_resume", "speech_pause", "speech_end"]

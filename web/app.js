@@ -55,6 +55,9 @@ function onEvent(event) {
     case "speech_start":
       ui.hearing.textContent = "speaking";
       break;
+    case "preemption_discarded":  // an answer started at your pause was dropped: you went on
+      ui.hearing.textContent = "speaking";
+      break;
     case "speech_discarded":
       ui.hearing.textContent = `ignored a ${event.voiced_ms} ms sound`;
       break;

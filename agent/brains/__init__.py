@@ -26,14 +26,6 @@ def brain_kind(name: str):
 
 def choose_brain(config) -> tuple[str, str]:
     """Resolve `brain.kind` (auto or a name) into (name, the reason, for the log)."""
-    kind = config.brain.kind
-    if kind != AUTO:
-        return kind, f"brain.kind = {kind}"
-    reasons = []
-    for name in BRAINS:
-        why_not = brain_kind(name).unavailable(config)
-        if why_not is None:
-            chosen = brain_kind(name)
-            return name, "; ".join([*reasons, chosen.why or f"{name} is available"])
-        reasons.append(why_not)
-    raise RuntimeError("no brain can run here: " + "; ".join(reasons))
+    from agent.runtime.choice import choose_kind
+
+    return choose_kind(config.brain.kind, "brain.kind", BRAINS, brain_kind, config)

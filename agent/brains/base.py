@@ -32,13 +32,14 @@ class Conversation(ABC):
         Calls `on_transcript(text)` once with what the user said, as soon as it is known
         (before the first piece for a cascade; possibly later for a speech-LLM)."""
 
-    def prefetch(self, audio: np.ndarray) -> None:
-        """The user paused: start work on `audio` early (e.g. transcription). If the next
-        reply() gets the same audio, it reuses the result; otherwise it is discarded."""
-
     @abstractmethod
     def record_agent_reply(self, spoken_text: str) -> None:
         """Store what the agent actually said (only the part that was played) in the history."""
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """Forget the reply in progress as if it had never been asked (a preemptive answer the
+        user talked over). A no-op once `record_agent_reply` has stored it."""
 
 
 class Brain(ABC):
@@ -59,10 +60,6 @@ class Brain(ABC):
         """Release model threads."""
 
 
-def always_available(_config: Config) -> str | None:
-    return None
-
-
 @dataclass(frozen=True)
 class BrainKind:
     """How a brain is chosen and loaded (one per brain module, as `KIND`)."""
@@ -71,5 +68,5 @@ class BrainKind:
     model_files: Callable[[Config], tuple[ModelFile, ...]]  # the verified files it needs
     load: Callable[[Config, Mapping[str, Path]], Brain]  # config, verified paths by relpath
     # For brain.kind = auto: None if it can run here, else why not (the log says it).
-    unavailable: Callable[[Config], str | None] = always_available
+    unavailable: Callable[[Config], str | None] = lambda _config: None
     why: str = ""  # why auto picks it when it is available

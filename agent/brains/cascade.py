@@ -47,15 +47,40 @@ LLM_GGUF = ModelFile(  # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, split over 22 wheel
 MODEL_FILES = (*WHISPER_FILES, LLM_GGUF)
 
 
+FRAMES_PER_SECOND = 100  # whisper's log-mel frames (hop 160 at 16 kHz)
+FULL_WINDOW_FRAMES = 3000  # the 30 s window whisper was trained on
+WINDOW_MARGIN_FRAMES = 100  # at least 1 s of padding after the speech
+
+
 class WhisperTranscriber:
+    """whisper tiny.en through faster-whisper's CTranslate2 model, with a shorter encoder window.
+
+    faster-whisper always pads the features to whisper's 30 s window, so a 2 s question pays for
+    30 s of encoder (~250-400 ms here). CTranslate2's encoder takes any length, so the question
+    is encoded in a window of `asr.window_s` (longer questions: their length + 1 s), which costs a
+    fraction; windows much shorter than ~8 s make tiny.en repeat itself. `run.py bench
+    --asr-windows` measures time and word error rate per window on clips spoken by several voices
+    with noise (figures in BENCHMARKS.md)."""
+
     def __init__(self, model_dir: Path, config: AsrConfig) -> None:
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
 
         started = time.perf_counter()
         self.config = config
         self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=config.threads)
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
+                                    language=config.language)
+        self._prompt = list(self._tokenizer.sot_sequence) + [self._tokenizer.no_timestamps]
         self.thread = ModelThread("asr")
         self.load_s = time.perf_counter() - started
+
+    def window_frames(self, frames: int) -> int:
+        """Encoder window for an utterance of `frames` mel frames."""
+        if self.config.window_s <= 0:
+            return FULL_WINDOW_FRAMES
+        wanted = max(int(self.config.window_s * FRAMES_PER_SECOND), frames + WINDOW_MARGIN_FRAMES)
+        return min(FULL_WINDOW_FRAMES, wanted)
 
     def transcribe_blocking(self, audio: np.ndarray) -> str:
         started = time.perf_counter()
@@ -64,16 +89,24 @@ class WhisperTranscriber:
         return text
 
     def _transcribe(self, audio: np.ndarray) -> str:
+        import ctranslate2
+
         samples = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
-        segments, _info = self._model.transcribe(
-            samples,
-            language=self.config.language,
-            beam_size=self.config.beam_size,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
-        return " ".join(segment.text.strip() for segment in segments).strip()
+        samples = samples[: FULL_WINDOW_FRAMES * 160]  # turns.max_utterance_ms keeps utterances shorter
+        window = self.window_frames(len(samples) // 160)
+        # Pad the audio (not the features) with silence to the window, as whisper's own training
+        # data was: the model then sees where the speech ends.
+        padded = np.zeros(window * 160, dtype=np.float32)
+        padded[: len(samples)] = samples
+        features = self._model.feature_extractor(padded)[:, :window]  # [mels, frames]
+        encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32))
+        # ~4 tokens per second of speech is plenty; the bound stops a repetition loop early.
+        max_tokens = 16 + int(8 * len(samples) / 16000)
+        result = self._model.model.generate(encoded, [self._prompt], beam_size=self.config.beam_size,
+                                            max_length=max_tokens, return_no_speech_prob=True)[0]
+        if result.no_speech_prob > self.config.no_speech_threshold:
+            return ""
+        return self._tokenizer.decode(result.sequences_ids[0]).strip()
 
     async def transcribe(self, audio: np.ndarray) -> str:
         return await self.thread.run(self.transcribe_blocking, audio)
@@ -175,29 +208,8 @@ class CascadeConversation(Conversation):
     def __init__(self, brain: CascadeBrain) -> None:
         self.brain = brain
         self.history: list[dict] = []
-        self._speculation: tuple[np.ndarray, asyncio.Future[str]] | None = None
+        self._reply_start: int | None = None  # history length before the reply in progress
         self._warming: asyncio.Future | None = None
-        self.speculative_hits = 0
-
-    def prefetch(self, audio: np.ndarray) -> None:
-        self._drop_speculation()
-        self._speculation = (audio, asyncio.ensure_future(self.brain.transcriber.transcribe(audio)))
-
-    def _drop_speculation(self) -> None:
-        if self._speculation is not None:
-            future = self._speculation[1]
-            future.cancel()  # a running transcription finishes in its thread; its result is ignored
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            self._speculation = None
-
-    async def _transcribe(self, audio: np.ndarray) -> str:
-        speculation = self._speculation
-        if speculation is not None and np.array_equal(speculation[0], audio):
-            self._speculation = None
-            self.speculative_hits += 1
-            return await speculation[1]
-        self._drop_speculation()
-        return await self.brain.transcriber.transcribe(audio)
 
     def _trim(self, reserve: int = 0) -> None:
         """Keep the last history_turns exchanges (minus `reserve` messages), starting with a user turn."""
@@ -208,18 +220,26 @@ class CascadeConversation(Conversation):
             self.history.pop(0)
 
     async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
-        text = await self._transcribe(audio)
+        self._reply_start = len(self.history)
+        text = await self.brain.transcriber.transcribe(audio)
         on_transcript(text)
         if not text:
             return
         self.history.append({"role": "user", "content": text})
         self._trim()
+        self._reply_start = min(self._reply_start, len(self.history) - 1)
         messages = [self.brain.system_message(), *self.history]
         async with contextlib.aclosing(self.brain.chat.stream(messages)) as pieces:
             async for piece in pieces:
                 yield piece
 
+    def rollback(self) -> None:
+        if self._reply_start is not None:
+            del self.history[self._reply_start:]
+            self._reply_start = None
+
     def record_agent_reply(self, spoken_text: str) -> None:
+        self._reply_start = None
         if not self.history or self.history[-1]["role"] != "user":
             return
         if spoken_text.strip():

@@ -29,6 +29,7 @@ from typing import AsyncIterator, Callable, Iterator
 import numpy as np
 
 from agent.config import BrainConfig, Config, VoxtralConfig as VoxtralSettings
+from agent.runtime.choice import cuda_available
 from agent.runtime.model_thread import ModelThread
 
 from .base import Brain, BrainKind, Conversation, TranscriptCallback
@@ -42,14 +43,6 @@ CPU_SECONDS_PER_TURN = 60  # Voxtral-Mini-3B on a 2-core CPU, fp32: about a minu
 
 class VoxtralUnavailable(RuntimeError):
     """Voxtral cannot be loaded here; the message says why and how to fix it."""
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
 
 
 def weights_reachable(model: str) -> bool:
@@ -332,6 +325,10 @@ class VoxtralConversation(Conversation):
     def record_agent_reply(self, spoken_text: str) -> None:
         if self.exchanges and self.exchanges[-1].agent is None:
             self.exchanges[-1].agent = spoken_text.strip()
+
+    def rollback(self) -> None:
+        if self.exchanges and self.exchanges[-1].agent is None:
+            self.exchanges.pop()
 
 
 KIND = BrainKind(

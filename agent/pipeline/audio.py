@@ -76,6 +76,22 @@ def trim_silence(samples: np.ndarray, rate: int, threshold: float = 0.01, pad_ms
     return samples[max(0, loud[0] - pad): loud[-1] + pad]
 
 
+def trim_edges(samples: np.ndarray, rate: int, lead_ms: int, tail_ms: int, floor_dbfs: float = -45.0) -> np.ndarray:
+    """Cut the silence before the first and after the last 10 ms block louder than `floor_dbfs`,
+    keeping `lead_ms` and `tail_ms` of it (float or int16 samples)."""
+    block = rate // 100
+    if len(samples) < block:
+        return samples
+    x = samples.astype(np.float32) / (32768.0 if samples.dtype == np.int16 else 1.0)
+    blocks = x[: len(x) // block * block].reshape(-1, block)
+    loud = np.flatnonzero(np.sqrt(np.mean(blocks ** 2, axis=1)) > 10 ** (floor_dbfs / 20))
+    if len(loud) == 0:
+        return samples[:0]
+    start = max(0, loud[0] * block - rate * lead_ms // 1000)
+    end = min(len(samples), (loud[-1] + 1) * block + rate * tail_ms // 1000)
+    return samples[start:end]
+
+
 def read_wav(path: str | Path, rate: int, trim: bool = True) -> np.ndarray:
     """A 16-bit PCM WAV file as int16 mono at `rate` (channels averaged), silence trimmed."""
     with wave.open(str(path), "rb") as wav:

@@ -66,6 +66,7 @@ class TurnTimeline:
     turn: int
     marks: dict[str, float] = field(default_factory=dict)
     outcome: Outcome = "pending"
+    preemptive: bool = False  # started at a pause, before the end of the user's turn was certain
     playout: PlayoutMeter = field(default_factory=PlayoutMeter)
 
     def mark(self, stage: str, at: float) -> bool:
@@ -87,7 +88,8 @@ class TurnTimeline:
     def as_event(self) -> TurnFinished:
         """The turn's figures for the events channel. `clock` holds the raw marks (monotonic
         seconds, comparable between processes on one machine) for transport measurements."""
-        return TurnFinished(self.turn, self.outcome, self.relative_ms(), dict(self.marks), self.playout.summary())
+        return TurnFinished(self.turn, self.outcome, self.relative_ms(), dict(self.marks), self.playout.summary(),
+                            self.preemptive)
 
     def log_line(self) -> str:
         figures = " ".join(f"{stage}=+{ms:.0f}ms" for stage, ms in self.relative_ms().items() if stage != "speech_end")

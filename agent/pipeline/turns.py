@@ -25,11 +25,12 @@ BYTES_PER_SAMPLE = 2
 class TurnEvent:
     """speech_start: the user began talking (barge-in point).
     speech_pause: a short silence inside speech; `audio` is the utterance so far, exactly what
-        speech_end will carry if the user says nothing more (for speculative transcription).
+        speech_end will carry if the user says nothing more (a preemptive answer can start).
+    speech_resume: the user spoke again after a speech_pause (the paused audio is stale).
     speech_end: the utterance is complete; `audio` holds it (int16, 16 kHz).
     speech_discarded: the sound after speech_start was too short to be a turn."""
 
-    kind: Literal["speech_start", "speech_pause", "speech_end", "speech_discarded"]
+    kind: Literal["speech_start", "speech_pause", "speech_resume", "speech_end", "speech_discarded"]
     at: float  # clock time the decision was made
     speech_ended_at: float | None = None  # clock time of the last voiced frame (speech_end only)
     audio: np.ndarray | None = None
@@ -67,6 +68,7 @@ class TurnDetector:
         self._silence_run = 0
         self._voiced_frames = 0
         self._last_voiced_at = 0.0
+        self._paused = False  # a speech_pause was sent and no voiced frame came since
 
     @property
     def in_speech(self) -> bool:
@@ -109,11 +111,16 @@ class TurnDetector:
             self._voiced_frames += 1
             self._silence_run = 0
             self._last_voiced_at = now
+            if self._paused:
+                self._paused = False
+                if len(self._utterance) < self._max_frames:
+                    return TurnEvent("speech_resume", at=now)
         else:
             self._silence_run += 1
         if self._silence_run >= self._hangover_frames:
             return self._finish(now, forced=False)
         if self._pause_frames and self._silence_run == self._pause_frames and self._voiced_frames * self.config.frame_ms >= self.config.min_speech_ms:
+            self._paused = True
             return TurnEvent("speech_pause", at=now, speech_ended_at=self._last_voiced_at, audio=self._trimmed_audio(),
                              voiced_ms=self._voiced_frames * self.config.frame_ms)
         if len(self._utterance) >= self._max_frames:
@@ -129,6 +136,7 @@ class TurnDetector:
         voiced_ms = self._voiced_frames * self.config.frame_ms
         audio = self._trimmed_audio()
         self._in_speech = False
+        self._paused = False
         self._utterance = []
         self._silence_run = 0
         self._voiced_frames = 0

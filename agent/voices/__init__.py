@@ -1,22 +1,33 @@
 """The voices: a phrase of text in, streamed PCM out (see `base.Voice`).
 
-Each voice lives in one module here that exposes `KIND` (a `base.VoiceKind`: its model files and
-how to load it). Adding a voice is that module plus one line in `VOICES`. This file imports no
-voice module until one is asked for, so the config schema can read the names cheaply.
+Each voice lives in one module here that exposes `KIND` (a `base.VoiceKind`: its model files,
+whether it can run on this machine, how to load it). Adding a voice is that module plus one line
+in `VOICES`. This file imports no voice module until one is asked for, so the config schema can
+read the names cheaply.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# config name -> module
+AUTO = "auto"
+# config name -> module. `voice.kind = auto` takes the first one that can run here, in this order:
+# Kokoro-82M in PyTorch on a CUDA GPU, else hibari (Kokoro distilled, fast on a CPU).
 VOICES = {
-    "kokoro-onnx": "agent.voices.kokoro_onnx",
     "kokoro-torch": "agent.voices.kokoro_torch",
+    "hibari": "agent.voices.hibari",
+    "kokoro-onnx": "agent.voices.kokoro_onnx",
 }
-CHOICES = tuple(VOICES)
+CHOICES = (AUTO, *VOICES)
 
 
 def voice_kind(name: str):
-    """The `VoiceKind` of a configured name."""
+    """The `VoiceKind` of a configured name (not auto)."""
     return importlib.import_module(VOICES[name]).KIND
+
+
+def choose_voice(config) -> tuple[str, str]:
+    """Resolve `voice.kind` (auto or a name) into (name, the reason, for the log)."""
+    from agent.runtime.choice import choose_kind
+
+    return choose_kind(config.voice.kind, "voice.kind", VOICES, voice_kind, config)

@@ -42,6 +42,9 @@ class VoiceKind:
     name: str
     model_files: Callable[[Config], tuple[ModelFile, ...]]  # the verified files it needs
     load: Callable[[Config, Mapping[str, Path]], Voice]  # config, verified paths by relpath
+    # For voice.kind = auto: None if it can run here, else why not (the log says it).
+    unavailable: Callable[[Config], str | None] = lambda _config: None
+    why: str = ""  # why auto picks it when it is available
 
 
 async def render(voice: Voice, text: str, rate: int, trim: bool = True) -> np.ndarray:

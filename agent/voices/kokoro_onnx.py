@@ -25,7 +25,7 @@ from agent.runtime.model_thread import ModelThread
 
 from .base import Voice, VoiceKind
 from .english_g2p import english_g2p
-from .kokoro_pack import VOICE_PACK
+from .kokoro_pack import DEFAULT_VOICE, VOICE_PACK
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,17 @@ class KokoroOnnxVoice(Voice):
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
         self._kokoro = Kokoro.from_session(session, str(voices_path))
-        if config.voice not in self._kokoro.voices:
+        self.voice = config.voice or DEFAULT_VOICE
+        if self.voice not in self._kokoro.voices:
             raise ValueError(
-                f"config key 'voice.voice': unknown voice {config.voice!r} "
+                f"config key 'voice.voice': unknown voice {self.voice!r} "
                 f"(available: {', '.join(sorted(self._kokoro.voices.keys()))})"
             )
         self._g2p = english_g2p()
         self.config = config
         self.thread = ModelThread("voice")
         self.load_s = time.perf_counter() - started
-        log.info("kokoro-onnx voice %s loaded in %.2fs", config.voice, self.load_s)
+        log.info("kokoro-onnx voice %s loaded in %.2fs", self.voice, self.load_s)
 
     def phonemes(self, text: str) -> str:
         phonemes, _tokens = self._g2p(text)
@@ -70,7 +71,7 @@ class KokoroOnnxVoice(Voice):
         for window in split_phonemes(" ".join(phonemes.split())):
             if stop.is_set():
                 return
-            audio, _rate = self._kokoro.create(window, voice=self.config.voice, speed=self.config.speed, is_phonemes=True)
+            audio, _rate = self._kokoro.create(window, voice=self.voice, speed=self.config.speed, is_phonemes=True)
             yield float_to_int16(np.asarray(audio, dtype=np.float32))
 
     def speak(self, text: str) -> AsyncIterator[np.ndarray]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agent.runtime.model_files import ModelFile, Part
 
+DEFAULT_VOICE = "jf_alpha"  # for voice.voice = ""
 VOICE_PACK = ModelFile(
     "kokoro-voices.npz",
     "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15",

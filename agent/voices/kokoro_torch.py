@@ -16,13 +16,13 @@ from typing import AsyncIterator, Iterator
 
 import numpy as np
 
-from agent.config import VoiceConfig
+from agent.config import Config, VoiceConfig
 from agent.pipeline.audio import float_to_int16
 from agent.runtime.model_thread import ModelThread
 
 from .base import Voice, VoiceKind
 from .english_g2p import ensure_en_core_web_sm
-from .kokoro_pack import VOICE_PACK, bundled_config_path
+from .kokoro_pack import DEFAULT_VOICE, VOICE_PACK, bundled_config_path
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class KokoroTorchVoice(Voice):
                            model=config.torch_weights or None)
         self.model = model.to(self.device).eval()
         self.pipeline = KPipeline(lang_code="a", repo_id=config.torch_repo, model=self.model, device=self.device)
-        self.voice = self._load_voice(config.voice, voices_npz)
+        self.voice = self._load_voice(config.voice or DEFAULT_VOICE, voices_npz)
         self.config = config
         self.thread = ModelThread("voice")
         self.load_s = time.perf_counter() - started
@@ -83,8 +83,27 @@ class KokoroTorchVoice(Voice):
         self.thread.shutdown()
 
 
+def unavailable(config: Config) -> str | None:
+    """For voice.kind = auto: why the PyTorch Kokoro cannot run well here (None when it can)."""
+    from agent.runtime.choice import cuda_available
+
+    if not cuda_available():
+        return "no CUDA GPU for kokoro-torch"
+    weights = config.voice.torch_weights
+    if weights:
+        return None if Path(weights).expanduser().is_file() else f"voice.torch_weights {weights} is not a file"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return "no Kokoro weights on this machine (set voice.torch_weights)"
+    found = try_to_load_from_cache(config.voice.torch_repo, "kokoro-v1_0.pth")
+    return None if isinstance(found, str) else f"the Kokoro weights ({config.voice.torch_repo}) are not on this machine"
+
+
 KIND = VoiceKind(
     name="kokoro-torch",
     model_files=lambda _config: (VOICE_PACK,),  # weights: voice.torch_weights or the hub
     load=lambda config, paths: KokoroTorchVoice(config.voice, paths[VOICE_PACK.relpath]),
+    unavailable=unavailable,
+    why="Kokoro-82M in PyTorch on the GPU",
 )

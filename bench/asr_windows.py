@@ -1,0 +1,109 @@
+"""Whisper's encoder window against accuracy: `run.py bench --asr-windows`.
+
+Transcribes spoken questions (several voices, mild noise; see `questions`) with the production
+`WhisperTranscriber` at several `asr.window_s` settings, and reports the median time per question
+and the word error rate against the text that was spoken. The setting in config/default.toml is
+the fastest window whose WER is no worse than the full 30 s window's (figures in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from agent.brains import cascade
+from agent.config import Config
+from agent.runtime.model_files import ensure_files, resolve_cache_dir
+
+from .questions import load_speakers, spoken
+
+WINDOWS_S = (0.0, 15.0, 10.0, 8.0, 6.0, 4.0)  # 0 = whisper's full 30 s window
+TEXTS = (
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Could you remind me to water the plants tomorrow morning?",
+    "What's the difference between a frog and a toad?",
+    "Tell me a short story about a brave little mouse.",
+    "How far away is the moon from the earth?",
+    "Which is heavier, a kilogram of feathers or a kilogram of steel?",
+    "Why is the sea salty?",
+    "What should I cook for dinner tonight with rice and beans?",
+    "Is it going to rain this weekend in London?",
+    "Who wrote the play Romeo and Juliet?",
+    "Explain in simple words how a rainbow forms.",
+)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate (Levenshtein distance over words / reference words)."""
+    ref, hyp = words(reference), words(hypothesis)
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(1, len(ref))
+
+
+@dataclass
+class WindowResult:
+    window_s: float
+    median_ms: float
+    wer: float  # mean over clips
+    clips: int
+    worst: str  # the clip with the most errors: "reference -> hypothesis"
+
+
+async def measure_windows(config: Config, windows=WINDOWS_S, texts=TEXTS) -> list[WindowResult]:
+    voices = load_speakers(config)
+    try:
+        clips = await spoken(voices, texts, rate=16000)
+    finally:
+        for voice in voices.values():
+            voice.close()
+    paths = ensure_files(cascade.WHISPER_FILES, resolve_cache_dir(config.models.cache_dir), progress=False)
+    results = []
+    for window in windows:
+        asr = config.replace(**{"asr.window_s": window}).asr
+        transcriber = cascade.WhisperTranscriber(paths[cascade.WHISPER_FILES[0].relpath].parent, asr)
+        times, errors, worst = [], [], (0.0, "")
+        for clip in clips:
+            audio = clip.speech  # noise before the words, as the VAD's pre-roll would keep
+            started = time.perf_counter()
+            heard = transcriber.transcribe_blocking(audio)
+            times.append((time.perf_counter() - started) * 1000.0)
+            error = wer(clip.label, heard)
+            errors.append(error)
+            if error > worst[0]:
+                worst = (error, f"{clip.label} -> {heard} ({clip.speaker})")
+        transcriber.thread.shutdown()
+        results.append(WindowResult(window, round(statistics.median(times), 1), round(statistics.mean(errors), 4),
+                                    len(clips), worst[1]))
+        print(f"window {window or 30:>4g} s: {results[-1].median_ms:6.1f} ms  WER {results[-1].wer:.3f}  "
+              f"worst: {worst[1]}")
+    return results
+
+
+def windows_markdown(results: list[WindowResult]) -> str:
+    lines = ["| encoder window | median ms per question | WER | clips | worst clip |", "|---:|---:|---:|---:|---|"]
+    for r in results:
+        label = "30 s (whisper's own)" if r.window_s <= 0 else f"{r.window_s:g} s"
+        lines.append(f"| {label} | {r.median_ms:g} | {r.wer:.3f} | {r.clips} | {r.worst or '-'} |")
+    return "\n".join(lines)
+
+
+async def run_asr_windows(config: Config, out_dir: str | None = None) -> list[WindowResult]:
+    results = await measure_windows(config)
+    print(windows_markdown(results))
+    target = Path(out_dir or "artifacts/bench")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "asr-windows.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return results
