@@ -60,6 +60,9 @@ def add_noise(speech: np.ndarray, rate: int, snr_db: float, seed: int) -> tuple[
     brown -= np.convolve(brown, np.ones(rate // 50) / (rate // 50), mode="same")
     noise = white / white.std() + 0.7 * brown / max(1e-9, brown.std())
     noise *= level / noise.std()
+    fade = int(0.2 * rate)  # the room does not fall silent at once (an abrupt stop sounds like a click)
+    noise[-fade:] *= np.linspace(1.0, 0.0, fade)
+    noise[:fade] *= np.linspace(0.0, 1.0, fade)
     mixed = noise.copy()
     mixed[lead:lead + len(x)] += x
     out = np.clip(mixed, -32768, 32767).astype(np.int16)

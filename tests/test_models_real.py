@@ -20,7 +20,28 @@ async def speak_16k(voice, text):
     return np.concatenate(parts)
 
 
-async def test_kokoro_speaks_and_whisper_transcribes_it_back(models):
+@pytest.fixture(scope="module")
+def cpu_voices(config):
+    """Both CPU voices, loaded through the registry from the verified model files."""
+    from agent.runtime.model_files import ensure_files, resolve_cache_dir
+    from agent.voices import voice_kind
+
+    loaded = {}
+    for name in ("hibari", "kokoro-onnx"):
+        kind = voice_kind(name)
+        paths = ensure_files(kind.model_files(config), resolve_cache_dir(config.models.cache_dir), progress=False)
+        loaded[name] = kind.load(config, paths)
+    yield loaded
+    for voice in loaded.values():
+        voice.close()
+
+
+def test_the_cpu_default_voice_is_hibari(models):
+    assert models.voice.name == "hibari"  # voice.kind = auto with no CUDA GPU
+
+
+@pytest.mark.parametrize("voice_name", ["hibari", "kokoro-onnx"])
+async def test_the_voice_speaks_and_whisper_transcribes_it_back(models, cpu_voices, voice_name):
     sentences = [
         "The weather is lovely today, so we will walk to the park.",
         "Please bring two apples and a bottle of water.",
@@ -28,7 +49,7 @@ async def test_kokoro_speaks_and_whisper_transcribes_it_back(models):
     ]
     errors = []
     for sentence in sentences:
-        audio = await speak_16k(models.voice, sentence)
+        audio = await speak_16k(cpu_voices[voice_name], sentence)
         assert len(audio) > 16000 * 1.0  # at least a second of speech
         heard = await models.brain.transcriber.transcribe(audio)
         errors.append(wer(sentence, heard))
