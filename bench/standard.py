@@ -1,59 +1,103 @@
-"""The standard benchmark set behind BENCHMARKS.md (`run.py bench --report`): the cascade, the
-stub pipeline, and ten stub calls at once, each written to docs/benchmarks/ and summarised."""
+"""The standard benchmark set behind BENCHMARKS.md (`run.py bench --report`): each stage alone
+(the floor), whisper's encoder windows, the cascade over WebRTC, the stub pipeline, and ten stub
+calls at once; each run is written to docs/benchmarks/ and summarised in BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import statistics
 import time
+from dataclasses import asdict
 
 from agent.config import Config
 from agent.testing import stub_models
 
+from .asr_windows import measure_windows, windows_markdown
+from .floor import FloorRow, floor_markdown, measure_floor
 from .questions import questions_for
 from .report import REPO, machine_description, markdown, print_run, write_run_files
 from .results import BenchRun
 from .runner import bench_in_process, load_real_models
 
-FINDINGS = """## What the profile showed, and what was done about it
+FINDINGS = """## What changed, and what each change was worth
 
-Measured with the per-stage timeline and the stacked-bar charts below; each fix was checked
-with a before/after run of `./dev.sh bench`.
+Each change was measured with `./dev.sh bench` (cascade, 6-10 turns, questions by six voices with
+noise) before and after, on this 2-core machine; figures are voice-to-voice medians.
 
-- **webrtcvad has its own overhang.** It keeps calling frames voiced for ~120 ms after the sound
-  stops (aggressiveness 2), so the turn's end came ~420 ms after the speech with a 300 ms
-  hangover. `turns.hangover_ms` is now 200 (counted from the last voiced frame: ~320 ms of real
-  silence), visible as `vad_end_offset` (~120 ms uplink + overhang).
-- **aiortc's audio jitter buffer holds every packet until the next one arrives** (it was written
-  for multi-packet video frames), adding 20 ms even at prefetch 1. The agent's inbound side feeds
-  a VAD, not a loudspeaker, so it now decodes each in-order packet at once
-  (`signaling/aiortc_adjustments.py`, `ice.jitter_prefetch = 0`); the benchmark client keeps prefetch 1.
-- **Speculative transcription.** whisper starts on the utterance after a 60 ms pause and the
-  result is reused when the turn ends with the same audio: ~150 ms off the transcript.
-- **The voice gets the CPU for the first phrase.** The LLM stream has backpressure: after the
-  first phrase is cut, the session stops reading text until that phrase has audio, so llama.cpp
-  pauses instead of competing with Kokoro's two threads. The LLM decodes on one thread (as fast
-  as two here: memory-bound) and evaluates prompts on two.
-- **Prompt cache kept warm.** Once the history reaches `brain.history_turns`, dropping the oldest
-  exchange invalidated llama.cpp's cached prefix and the whole history was re-evaluated on the
-  next turn's critical path (first token jumped from ~+250 ms to ~+1300 ms from turn 7 on). The
-  next prompt's prefix is now evaluated in the background right after each answer.
-- **A shorter first phrase** (3 words, or a punctuation mark after 2): Kokoro's cost grows with
-  the audio it makes (~125 ms fixed + ~0.17 s per second of audio on two idle cores).
-- **Playout wakes for fresh audio** instead of waiting for the next 20 ms slot, and aiortc's
-  per-frame audio-level loop (~150 us/frame in Python) is replaced by a numpy equivalent.
+- **A fast voice.** Kokoro-82M int8 needed ~300-500 ms for a first phrase on two cores (its
+  vocoder's 1-D convolutions are ~60% of it, already near what two cores can do). hibari, the
+  same `af_heart` voice distilled to ~6 M parameters, needs ~15 ms on one thread (floor table).
+  It pads every sentence with ~270 ms of silence before the words and ~400 ms after: trimmed to
+  10 ms before and 30 ms (inside a sentence) or 180 ms (at its end) after, or the listener
+  would wait for the silence and hear pauses between phrases.
+- **whisper in a 10 s window.** faster-whisper always encodes a 30 s window (~300 ms for a 2 s
+  question here). CTranslate2 takes shorter windows: the audio is padded with silence to 10 s
+  (or its length + 1 s) before the features, as whisper's training audio was. Windows of 6 s and
+  under make tiny.en repeat itself (WER table below); 10 s is the fastest that keeps the WER.
+- **Two threads for the LLM.** llama.cpp decodes at ~33 ms/token on 2 threads and ~42 on 1 (the
+  floor table; an earlier comment claimed 1 was as fast as 2: it was not). With hibari the voice
+  needs no core of its own.
+- **Preemptive answers.** At a 60 ms pause the whole answer starts, held; when the turn ends
+  (200 ms of silence) with the same audio it is released at once. The transcript is then ready
+  before the end of the turn, and the LLM's first token ~170 ms after it.
+- Together: 1984 ms (before this round) -> 1096 ms (hibari, 10 s window, 2 LLM threads; hibari's
+  padding untrimmed) -> ~750 ms (padding trimmed, preemptive answers).
 
-What remains, on this 2-core CPU: Kokoro's first phrase (~0.4-0.6 s), whisper tiny.en
-(~0.3-0.5 s per utterance: it always encodes a 30 s window; speculation hides part of it),
-llama.cpp's first token (~0.2 s) and first phrase (~0.15 s). The 1000 ms voice-to-voice target
-is not reached with these models on this machine; the GPU path (Voxtral) is where it is meant to
-be. With `--concurrency 10` the in-process clients double the media work of the single event
-loop, and the worst-turn p99 lateness swings between ~10 and ~100 ms from run to run on this
-shared machine.
+What stands between this and 700 ms (moonshot), in the order to attack: the LLM (first token
+~200 ms after the transcript, then ~5 tokens for a 3-word first phrase at ~33 ms each: ~400 ms,
+more than half the total), whisper (~90 ms), webrtcvad's own ~100 ms of overhang before the
+pause is even seen, and the 60 ms pause that starts the preemptive answer.
 """
 
 
+def floor_vs_pipeline(config: Config, floor: list[FloorRow], run: BenchRun, stub: BenchRun) -> str:
+    """Each stage alone (floor, the configured threads) beside what it adds in the pipeline."""
+    def floor_ms(stage: str, setting: str = "") -> str:
+        rows = [r for r in floor if r.stage.startswith(stage) and setting in r.setting]
+        return f"{rows[0].median_ms:g}" if rows else "-"
+
+    def add(later: str, earlier: str, source: BenchRun = run) -> str:
+        values = [r.server_ms[later] - r.server_ms[earlier] for r in source.results
+                  if r.outcome == "answered" and later in r.server_ms and earlier in r.server_ms]
+        return f"{statistics.median(values):.0f}" if values else "-"
+
+    def transport(source: BenchRun) -> str:
+        values = [r.transport_ms for r in source.results if r.transport_ms is not None]
+        return f"{statistics.median(values):.0f}" if values else "-"
+
+    llm = f"{config.llm.threads} thread(s)"
+    voice = f"{run.voice}, {config.voice.threads} thread(s)"
+    rows = [
+        ("VAD decision, per 20 ms frame", floor_ms("VAD"), "-", "webrtcvad; its ~100 ms overhang shows as `vad_end_offset`"),
+        ("end of turn (hangover)", f"{config.turns.hangover_ms} (config)", add("turn_end", "speech_end"),
+         "a preemptive answer runs through it"),
+        ("ASR", floor_ms("ASR", f"{config.asr.threads} thread(s)"), add("transcript", "speech_end"),
+         f"from the last voiced frame; the preemptive answer starts {config.turns.speculative_ms} ms later"),
+        ("LLM first token", floor_ms("LLM first token", llm), add("first_token", "transcript"), "after the transcript"),
+        ("LLM per token (first phrase: ~4-6 tokens)", floor_ms("LLM per token", llm), add("first_phrase", "first_token"),
+         "pipeline: first token -> first phrase cut"),
+        ("voice first PCM", floor_ms('voice first PCM: "Spiders', voice), add("first_pcm", "first_phrase"),
+         "a 3-word phrase"),
+        ("release at the end of the turn", "-", add("first_frame", "first_pcm"),
+         "held audio waits for the end of the turn"),
+        ("transport to the client (one way)", transport(stub), transport(run), "floor: the stub run's transport"),
+    ]
+    lines = ["| stage | alone (ms, floor) | in the pipeline (median ms added) | note |", "|---|---:|---:|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
 async def write_benchmarks_md(config: Config, turns_override: int | None = None) -> int:
-    """Run the standard set (cascade, stub, stub x10) and rewrite BENCHMARKS.md with the figures."""
+    """Run the standard set and rewrite BENCHMARKS.md with the figures."""
     out_dir = REPO / "docs" / "benchmarks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    floor = await asyncio.to_thread(measure_floor, config)
+    print(floor_markdown(floor))
+    (out_dir / "floor.json").write_text(json.dumps([asdict(r) for r in floor], indent=2))
+    windows = await measure_windows(config)
+    (out_dir / "asr-windows.json").write_text(json.dumps([asdict(r) for r in windows], indent=2))
+
     runs: list[tuple[BenchRun, str]] = []
     models = await load_real_models(config)
     try:
@@ -69,24 +113,45 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     runs.append((crowd, "python run.py bench --stub --concurrency 10 --turns 5"))
 
     sections = []
-    for run, command in runs:
-        paths = write_run_files(run, out_dir)
-        print_run(run)
+    for bench_run, command in runs:
+        paths = write_run_files(bench_run, out_dir)
+        print_run(bench_run)
         sections.append(f"Command: `{command}` (inside `./dev.sh bench`, which adds the loopback-only network "
-                        f"namespace)\n\n" + markdown(run, f"docs/benchmarks/{paths[2].name}"))
+                        f"namespace)\n\n" + markdown(bench_run, f"docs/benchmarks/{paths[2].name}"))
     text = "\n".join([
         "# Benchmarks",
         "",
-        "Regenerate with `./dev.sh bench --report` (or `python run.py bench --report`). All traffic is on "
-        "loopback (a network namespace holding only `lo`, ICE pinned to 127.0.0.1, no STUN). The "
-        "client and the agent share one process, so CPU figures include both sides. Timings on this "
-        "shared machine vary 2-4x between runs: compare medians within one run.",
+        "Regenerate all of it with `./dev.sh bench --report` (or `python run.py bench --report`). All "
+        "traffic is on loopback (a network namespace holding only `lo`, ICE pinned to 127.0.0.1, no "
+        "STUN). The client and the agent share one process, so CPU figures include both sides. Timings "
+        "on this shared machine vary 2-4x between runs: compare medians within one run.",
         "",
         f"Machine: {machine_description()}. Generated {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
         FINDINGS,
+        "## Each stage alone, and in the pipeline",
+        "",
+        "`alone`: the stage timed by itself on idle cores with the configured threads (`./dev.sh bench "
+        "--floor`); `in the pipeline`: the median time it added in the cascade run below (ms after the "
+        "previous stage). The gap between the two columns is what the pipeline costs beyond its parts.",
+        "",
+        floor_vs_pipeline(config, floor, run, stub),
+        "",
+        "### The floor, every setting timed",
+        "",
+        floor_markdown(floor),
+        "",
+        "## whisper's encoder window (`./dev.sh bench --asr-windows`)",
+        "",
+        "Questions spoken by six voices with background noise (SNR ~25 dB), transcribed by the "
+        "production `WhisperTranscriber` at each `asr.window_s`; WER against the text that was spoken.",
+        "",
+        windows_markdown(windows),
+        "",
+        "## Runs over WebRTC",
+        "",
         "Figures are ms after the end of the user's speech (server stages: the last voiced VAD frame; "
-        "voice-to-voice: the end of the question's audio as sent by the client, to the first audible "
+        "voice-to-voice: the end of the question's words as sent by the client, to the first audible "
         "answer frame the client decoded). `pipeline_after_turn_end` is the server's time from the "
         "end-of-turn decision to the first answer frame handed to the sender; `transport_one_way` is "
         "that hand-off to the client having the frame decoded.",

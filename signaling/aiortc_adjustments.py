@@ -6,8 +6,11 @@ moves it. Nothing here happens on import: `install()` applies the process-wide o
 called explicitly at start-up (`signaling.server`, `attach_agent`, the headless client).
 
 1. Audio level (process-wide, `install`): aiortc computes the RFC 6465 level of every outbound
-   audio frame in a pure-Python loop (~150 us per 20 ms frame here: several percent of a core
-   per call, on the event loop). The same integer is computed with numpy (~10 us).
+   audio frame in a pure-Python loop, on the event loop, 50 times a second per call. The same
+   integer is computed with numpy: 2 us instead of 55 us per 20 ms frame here, measured with
+   `python -m timeit -s "import av, numpy as np; from aiortc import rtp; f = av.AudioFrame.
+   from_ndarray(np.ones((1, 960), np.int16), format='s16', layout='mono')" "rtp.
+   compute_audio_level_dbov(f)"` (and the same with this module's function).
 2. ICE host addresses (`install` + a context variable): aioice gathers host candidates from
    every interface except 127.0.0.1, with no setting. The installed lookup returns aioice's own
    answer unless `host_addresses` are set for the current context (`use_host_addresses`), so

@@ -52,7 +52,8 @@ class TurnDetector:
         self._hangover_frames = max(1, -(-c.hangover_ms // c.frame_ms))
         self._max_frames = c.max_utterance_ms // c.frame_ms
         # Trailing non-voiced audio kept at the end of an utterance (natural word endings; the
-        # VAD's own overhang already keeps ~120 ms of it inside the voiced part).
+        # VAD's own overhang already keeps ~100-120 ms of it inside the voiced part: the bench's
+        # `vad_end_offset`, `./dev.sh bench`).
         self._keep_tail = max(1, 40 // c.frame_ms)
         # A pause this long inside speech triggers speech_pause (0 = never); it must be at least
         # the kept tail so the speculative audio is the same as the final one.

