@@ -64,6 +64,10 @@ class TurnsConfig:
     frame_ms: int
     start_ms: int
     hangover_ms: int
+    semantic: bool
+    incomplete_silence_ms: int
+    complete_threshold: float
+    fillers: list[str]
     speculative_ms: int
     min_speech_ms: int
     max_utterance_ms: int
@@ -178,6 +182,8 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "turns.start_ms": (lambda v: v >= 10, ">= 10"),
     "turns.hangover_ms": (lambda v: v >= 20, ">= 20"),
     "turns.speculative_ms": (lambda v: v >= 0, ">= 0"),
+    "turns.incomplete_silence_ms": (lambda v: v >= 100, ">= 100"),
+    "turns.complete_threshold": (lambda v: 0 < v < 1, "between 0 and 1"),
     "turns.min_speech_ms": (lambda v: v >= 0, ">= 0"),
     "turns.max_utterance_ms": (lambda v: v >= 1000, ">= 1000"),
     "turns.preroll_ms": (lambda v: v >= 0, ">= 0"),

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
 State = Literal["listening", "thinking", "speaking"]
-Outcome = Literal["pending", "answered", "interrupted", "error", "empty"]
-OUTCOMES: tuple[Outcome, ...] = ("answered", "interrupted", "error", "empty")  # a finished turn's
+# empty: the brain said nothing; ignored: the user said nothing worth answering (fillers, noise)
+Outcome = Literal["pending", "answered", "interrupted", "error", "empty", "ignored"]
+OUTCOMES: tuple[Outcome, ...] = ("answered", "interrupted", "error", "empty", "ignored")  # a finished turn's
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,18 @@ class TurnFinished:
     clock: dict[str, float] = field(default_factory=dict)
     playout: dict[str, float] = field(default_factory=dict)
     preemptive: bool = False
+    end_of_turn: dict[str, float | bool] = field(default_factory=dict)  # the model's last verdict, if asked
+
+
+@dataclass(frozen=True)
+class EndOfTurnVerdict:
+    """At a pause the end-of-turn model judged the utterance so far: `complete` (the turn may end
+    after the short hangover) or not (it waits for more), its `probability` and the `ms` it took."""
+
+    type: ClassVar[str] = "end_of_turn"
+    complete: bool
+    probability: float
+    ms: float
 
 
 @dataclass(frozen=True)
@@ -112,10 +125,10 @@ class TurnError:
     message: str
 
 
-Event = Union[Hello, StateChanged, SpeechStarted, SpeechDiscarded, Transcript, AgentText, BargeIn, TurnFinished,
-              PreemptionDiscarded, TurnError]
-EVENTS: tuple[type, ...] = (Hello, StateChanged, SpeechStarted, SpeechDiscarded, Transcript, AgentText, BargeIn,
-                            TurnFinished, PreemptionDiscarded, TurnError)
+Event = Union[Hello, StateChanged, SpeechStarted, SpeechDiscarded, EndOfTurnVerdict, Transcript, AgentText, BargeIn,
+              TurnFinished, PreemptionDiscarded, TurnError]
+EVENTS: tuple[type, ...] = (Hello, StateChanged, SpeechStarted, SpeechDiscarded, EndOfTurnVerdict, Transcript,
+                            AgentText, BargeIn, TurnFinished, PreemptionDiscarded, TurnError)
 
 
 def to_json(event: Event) -> dict[str, Any]:

@@ -10,9 +10,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from agent.brains import BRAINS, brain_kind, choose_brain
 from agent.brains.base import Brain
 from agent.config import Config
+from agent.pipeline.end_of_turn import MODEL as END_OF_TURN_MODEL, SmartTurn
 from agent.runtime.model_files import ModelFile, ensure_files, resolve_cache_dir
 from agent.voices import VOICES, choose_voice, voice_kind
 from agent.voices.base import Voice
@@ -25,10 +28,13 @@ class AgentModels:
     brain: Brain
     voice: Voice
     load_s: float
+    end_of_turn: SmartTurn | None = None  # turns.semantic
 
     async def warm_up(self) -> None:
         await self.brain.warm_up()
         await self.voice.warm_up()
+        if self.end_of_turn is not None:
+            await self.end_of_turn.verdict(np.zeros(16000, dtype=np.int16))
 
     def load_times(self) -> dict[str, float]:
         """Seconds to load each model (and `total`: files verified and everything loaded)."""
@@ -36,12 +42,16 @@ class AgentModels:
         voice_s = getattr(self.voice, "load_s", None)
         if isinstance(voice_s, (int, float)):
             times["voice"] = float(voice_s)
+        if self.end_of_turn is not None:
+            times["end_of_turn"] = self.end_of_turn.load_s
         times["total"] = float(self.load_s)
         return times
 
     def close(self) -> None:
         self.brain.close()
         self.voice.close()
+        if self.end_of_turn is not None:
+            self.end_of_turn.close()
 
 
 def _unique(files) -> tuple[ModelFile, ...]:
@@ -49,8 +59,9 @@ def _unique(files) -> tuple[ModelFile, ...]:
 
 
 def required_files(config: Config, brain_name: str, voice_name: str) -> tuple[ModelFile, ...]:
-    """The model files the chosen brain and voice need."""
-    return _unique((*brain_kind(brain_name).model_files(config), *voice_kind(voice_name).model_files(config)))
+    """The model files the chosen brain and voice need (and the end-of-turn model's)."""
+    extra = (END_OF_TURN_MODEL,) if config.turns.semantic else ()
+    return _unique((*brain_kind(brain_name).model_files(config), *voice_kind(voice_name).model_files(config), *extra))
 
 
 def all_model_files(config: Config) -> tuple[ModelFile, ...]:
@@ -60,7 +71,7 @@ def all_model_files(config: Config) -> tuple[ModelFile, ...]:
         files += brain_kind(name).model_files(config)
     for name in VOICES:
         files += voice_kind(name).model_files(config)
-    return _unique(files)
+    return _unique((*files, END_OF_TURN_MODEL))
 
 
 def load_models(config: Config, progress: bool = True) -> AgentModels:
@@ -75,6 +86,10 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
                          progress)
     brain = brain_kind(brain_name).load(config, paths)
     voice = voice_kind(voice_name).load(config, paths)
+    end_of_turn = None
+    if config.turns.semantic:
+        end_of_turn = SmartTurn(paths[END_OF_TURN_MODEL.relpath], threshold=config.turns.complete_threshold)
     load_s = time.perf_counter() - started
-    log.info("models ready in %.2fs (brain=%s, voice=%s)", load_s, brain.name, voice.name)
-    return AgentModels(brain, voice, load_s)
+    log.info("models ready in %.2fs (brain=%s, voice=%s, end of turn=%s)", load_s, brain.name, voice.name,
+             "smart-turn" if end_of_turn else "silence only")
+    return AgentModels(brain, voice, load_s, end_of_turn)

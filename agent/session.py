@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -28,8 +29,9 @@ import numpy as np
 
 from agent.brains.base import Brain
 from agent.config import Config
-from agent.events import (BargeIn, Event, PreemptionDiscarded, SpeechDiscarded, SpeechStarted, State, StateChanged,
-                          TurnError)
+from agent.events import (BargeIn, EndOfTurnVerdict, Event, PreemptionDiscarded, SpeechDiscarded, SpeechStarted, State,
+                          StateChanged, TurnError)
+from agent.pipeline.end_of_turn import SmartTurn, Verdict
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.turns import TurnDetector, TurnEvent
@@ -44,15 +46,19 @@ _session_ids = itertools.count(1)
 
 class AgentSession:
     def __init__(self, config: Config, brain: Brain, voice: Voice, send_event: EventSink | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, end_of_turn: SmartTurn | None = None) -> None:
         self.id = next(_session_ids)
         self.config = config
         self.brain = brain
         self.voice = voice
+        # The end-of-turn model (shared); without it, or with turns.semantic off, silence alone decides.
+        self.end_of_turn = end_of_turn if config.turns.semantic else None
+        self._verdict: Verdict | None = None  # the model's latest verdict in this utterance
         self.clock = clock
         self._send_event = send_event
         self.conversation = brain.new_conversation()
-        self.turns = TurnDetector(config.turns, clock=clock)
+        turns = config.turns if self.end_of_turn is not None else dataclasses.replace(config.turns, semantic=False)
+        self.turns = TurnDetector(turns, clock=clock)
         self.output = PcmQueue(max_samples=int(config.playout.max_queue_s * PLAYOUT_RATE))
         self.state: State = "listening"
         self.turn_count = 0
@@ -98,14 +104,17 @@ class AgentSession:
 
     def on_turn_event(self, event: TurnEvent) -> None:
         if event.kind == "speech_start":
+            self._verdict = None
             self.discard_preemption()
             if self._turn is not None:
                 self.barge_in()
             self.emit(SpeechStarted())
         elif event.kind == "speech_pause":
             assert event.audio is not None
+            self._ask_end_of_turn(event.audio, event.pause_id)
             self.preempt(event.audio, event.speech_ended_at or event.at)
         elif event.kind == "speech_resume":
+            self._verdict = None
             self.discard_preemption()
         elif event.kind == "speech_end":
             assert event.audio is not None
@@ -118,6 +127,28 @@ class AgentSession:
         elif event.kind == "speech_discarded":
             self.discard_preemption()
             self.emit(SpeechDiscarded(event.voiced_ms))
+
+    # -- end of turn -----------------------------------------------------------------------
+    def _ask_end_of_turn(self, audio: np.ndarray, pause_id: int) -> None:
+        """Ask the end-of-turn model whether the utterance so far is complete; the turn detector
+        holds the end of the turn until it answers (or incomplete_silence_ms passes)."""
+        if self.end_of_turn is None:
+            return
+        future = asyncio.ensure_future(self.end_of_turn.verdict(audio))
+
+        def done(f: asyncio.Future) -> None:
+            if self._closed or f.cancelled():
+                return
+            if f.exception() is not None:  # fail open: silence decides, as without the model
+                log.warning("session %s: end-of-turn model failed: %s", self.id, f.exception())
+                self.turns.set_verdict(pause_id, True)
+                return
+            verdict = f.result()
+            self._verdict = verdict
+            self.turns.set_verdict(pause_id, verdict.complete)
+            self.emit(EndOfTurnVerdict(verdict.complete, verdict.probability, verdict.ms))
+
+        future.add_done_callback(done)
 
     # -- turns -----------------------------------------------------------------------------
     def _new_turn(self, audio: np.ndarray, speech_end: float, held: bool) -> AnswerTurn:
@@ -138,6 +169,10 @@ class AgentSession:
         """`turn` is now the current turn (the user's turn ended at `turn_end`)."""
         self.turn_count += 1
         turn.timeline.mark("turn_end", turn_end)
+        if self._verdict is not None:
+            turn.timeline.end_of_turn = {"complete": self._verdict.complete,
+                                         "probability": self._verdict.probability, "ms": self._verdict.ms}
+            self._verdict = None
         self._turn = turn
         self._set_state("thinking")
 

@@ -61,7 +61,8 @@ class ScriptedConversation(Conversation):
 
     async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
         self._reply_start = len(self.history)
-        on_transcript(f"(stub) {len(audio) * 1000 // 16000} ms of speech")
+        if on_transcript(f"(stub) {len(audio) * 1000 // 16000} ms of speech") is False:
+            return
         self.history.append(("user", "(stub)"))
         if self.brain.first_token_delay_s:
             await asyncio.sleep(self.brain.first_token_delay_s)

@@ -31,6 +31,7 @@ from agent.pipeline.audio import StreamResampler
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue, QueueFull, Segment
 from agent.pipeline.phrases import PhraseChunker, phrases_from_pieces
 from agent.pipeline.timeline import TurnTimeline
+from agent.pipeline.transcripts import is_only_filler
 from agent.voices.base import Voice
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class AnswerTurn:
         await self._answer(audio)
         if self.pending_segments:
             await self.playback_done.wait()
-        if not self.phrases:
+        if not self.phrases and self.timeline.outcome == "pending":
             self.timeline.outcome = "empty"
 
     async def _answer(self, audio: np.ndarray) -> None:
@@ -153,9 +154,13 @@ class AnswerTurn:
         # brain pauses (backpressure) and the voice has the CPU for the first phrase.
         first_audio = asyncio.Event()
 
-        def on_transcript(text: str) -> None:
+        def on_transcript(text: str) -> bool:
             timeline.mark("transcript", self.clock())
             self.emit(Transcript(timeline.turn, text))
+            if is_only_filler(text, self.config.turns.fillers):
+                timeline.outcome = "ignored"
+                return False
+            return True
 
         async def produce_phrases() -> None:
             pieces = self._mark_first(

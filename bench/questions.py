@@ -1,14 +1,15 @@
 """The questions the benchmark asks, int16 mono at the wire rate (48 kHz).
 
 By default each question is spoken by a different voice, not only the agent's own: the five
-Kokoro voice packs on PyPI and hibari, in turn, each with mild background noise (SNR ~25 dB)
-that also runs for a moment before and after the words, as a microphone would have it. WAV
-files can be given instead; `--stub` uses vowel-like sounds the VAD takes for speech.
+Kokoro voice packs on PyPI and hibari, in turn. Over WebRTC the caller's microphone adds steady
+room noise (`ROOM_NOISE_DBFS`, ~25 dB below the voices) all the time, pauses included; clips
+measured offline (ASR, end of turn) get the same kind of noise mixed in. WAV files can be given
+instead; `--stub` uses vowel-like sounds the VAD takes for speech.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,37 +37,32 @@ DEFAULT_QUESTIONS = (
 # (voice kind, voice name): every voice that can be had offline, the agent's default among them.
 SPEAKERS = (("kokoro-onnx", "jf_alpha"), ("hibari", "heart"), ("kokoro-onnx", "jm_kumo"),
             ("kokoro-onnx", "jf_gongitsune"), ("kokoro-onnx", "jf_nezumi"), ("kokoro-onnx", "jf_tebukuro"))
-SNR_DB = 25.0
-LEAD_S, TAIL_S = 0.3, 0.6  # noise before and after the words
+SNR_DB = 25.0  # offline clips: noise this far below the speech's RMS
+ROOM_NOISE_DBFS = -48.0  # over WebRTC: the caller's room, ~25 dB below the voices (about -20 to -25 dBFS)
+LEAD_S = 0.3  # offline clips: noise before the words (what the VAD's pre-roll keeps)
 
 
 @dataclass
 class Question:
     label: str
     speech: np.ndarray  # the question, int16 mono at 48 kHz; voice-to-voice counts from its end
-    tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # what the mic hears after it
     speaker: str = ""
 
 
-def add_noise(speech: np.ndarray, rate: int, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lead + speech, tail): the speech with noise at `snr_db` below its RMS, plus noise-only
-    stretches before and after it."""
+def add_noise(speech: np.ndarray, rate: int, snr_db: float, seed: int) -> np.ndarray:
+    """The speech with room noise (hiss and a low rumble, like `RoomMicrophone`'s) at `snr_db`
+    below its RMS, and a moment of that noise before it."""
     rng = np.random.default_rng(seed)
     x = speech.astype(np.float64)
     level = np.sqrt(np.mean(x ** 2)) * 10 ** (-snr_db / 20)
-    lead, tail = int(LEAD_S * rate), int(TAIL_S * rate)
-    white = rng.normal(0, 1, lead + len(x) + tail)
-    brown = np.cumsum(rng.normal(0, 1, len(white)))  # a low rumble as well as hiss
-    brown -= np.convolve(brown, np.ones(rate // 50) / (rate // 50), mode="same")
-    noise = white / white.std() + 0.7 * brown / max(1e-9, brown.std())
+    lead = int(LEAD_S * rate)
+    white = rng.normal(0, 1, lead + len(x))
+    rumble = np.cumsum(rng.normal(0, 1, len(white)))
+    rumble -= np.convolve(rumble, np.ones(rate // 50) / (rate // 50), mode="same")
+    noise = white / white.std() + 0.7 * rumble / max(1e-9, rumble.std())
     noise *= level / noise.std()
-    fade = int(0.2 * rate)  # the room does not fall silent at once (an abrupt stop sounds like a click)
-    noise[-fade:] *= np.linspace(1.0, 0.0, fade)
-    noise[:fade] *= np.linspace(0.0, 1.0, fade)
-    mixed = noise.copy()
-    mixed[lead:lead + len(x)] += x
-    out = np.clip(mixed, -32768, 32767).astype(np.int16)
-    return out[: lead + len(x)], out[lead + len(x):]
+    noise[lead:] += x
+    return np.clip(noise, -32768, 32767).astype(np.int16)
 
 
 def load_speakers(config: Config) -> dict[str, Voice]:
@@ -78,16 +74,18 @@ def load_speakers(config: Config) -> dict[str, Voice]:
     return {kind: voice_kind(kind).load(speaker_config, paths) for kind in kinds}
 
 
-async def spoken(voices: dict[str, Voice], texts, rate: int = WIRE_RATE, snr_db: float = SNR_DB) -> list[Question]:
-    """Each text spoken by the next speaker in SPEAKERS, with noise."""
+async def spoken(voices: dict[str, Voice], texts, rate: int = WIRE_RATE, snr_db: float | None = SNR_DB) -> list[Question]:
+    """Each text spoken by the next speaker in SPEAKERS (with noise mixed in, unless snr_db is None)."""
     out = []
     for i, text in enumerate(texts):
         kind, name = SPEAKERS[i % len(SPEAKERS)]
         voice = voices[kind]
         if hasattr(voice, "voice") and isinstance(voice.voice, str):
             voice.voice = name  # a Kokoro voice pack
-        speech, tail = add_noise(await render(voice, text, rate), rate, snr_db, seed=i)
-        out.append(Question(text, speech, tail, f"{kind}:{name}"))
+        speech = await render(voice, text, rate)
+        if snr_db is not None:
+            speech = add_noise(speech, rate, snr_db, seed=i)
+        out.append(Question(text, speech, f"{kind}:{name}"))
     return out
 
 
@@ -105,7 +103,7 @@ async def questions_for(config: Config | None, wavs: list[str]) -> list[Question
         return synthetic_questions()
     voices = load_speakers(config)
     try:
-        return await spoken(voices, DEFAULT_QUESTIONS)
+        return await spoken(voices, DEFAULT_QUESTIONS, snr_db=None)  # the caller's room adds the noise
     finally:
         for voice in voices.values():
             voice.close()

@@ -43,7 +43,6 @@ async def play_turn(client: HeadlessClient, question: Question, turn: int, call:
     since = len(client.events)
     frames_before = len(client.frames)
     sent = client.say(question.speech)  # done when its last sample (the end of the words) is sent
-    client.say(question.tail)  # the microphone goes on hearing the room
     await sent.done.wait()
     timeline = await client.wait_event(lambda e: e.get("type") == "timeline" and e.get("turn") == turn, timeout_s, since)
     answer = " ".join(e["text"] for _, e in client.events[since:] if e.get("type") == "agent_text" and e.get("turn") == turn)

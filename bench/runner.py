@@ -20,14 +20,15 @@ from agent.testing import stub_models
 from signaling.client import HeadlessClient
 from signaling.server import loopback_config, running_server
 
-from .questions import Question, questions_for
+from .questions import ROOM_NOISE_DBFS, Question, questions_for
 from .report import print_run, write_run_files
 from .results import BenchRun, play_turn
 
 
 async def _call(url: str, config: Config, call: int, questions: list[Question], turns: int,
                 progress, run: "BenchRun") -> None:
-    client = HeadlessClient(config.ice, run.jitter_prefetch)
+    client = HeadlessClient(config.ice, run.jitter_prefetch,
+                            room_noise_dbfs=ROOM_NOISE_DBFS if run.mode == "cascade" else None)
     try:
         await client.connect(url)
         hello = await client.wait_event(lambda e: e.get("type") == "hello", 10)

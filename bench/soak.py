@@ -60,7 +60,6 @@ async def soak(config: Config, minutes: float, stub: bool = True, interval_s: fl
                 if now >= next_question:
                     question = questions[asked % len(questions)]
                     client.say(question.speech)
-                    client.say(question.tail)
                     asked += 1
                     next_question += interval_s
                 if now >= next_sample:

@@ -64,7 +64,7 @@ class AttachedAgent:
         self.id = session_id or str(uuid.uuid4())
         self.models = models
         self.config = config
-        self.session = AgentSession(config, models.brain, models.voice)
+        self.session = AgentSession(config, models.brain, models.voice, end_of_turn=models.end_of_turn)
         self.session.set_event_sink(self._dispatch)
         # The agent's voice: 20 ms, 48 kHz mono frames from the session's queue, paced in real time.
         self.outbound = PlayoutTrack(self.session.output, config.playout.frame_ms, config.playout.max_lag_ms)

@@ -43,12 +43,41 @@ class SentUtterance:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class RoomMicrophone(PcmQueue):
+    """A microphone queue that adds steady room noise (white hiss plus a low rumble) to all it
+    sends, speech and pauses alike."""
+
+    def __init__(self, noise_dbfs: float, seed: int = 0) -> None:
+        super().__init__()
+        self._rng = np.random.default_rng(seed)
+        self._rms = 32768.0 * 10 ** (noise_dbfs / 20)
+        self._rumble = 0.0
+
+    LEAK = 0.985  # the rumble: white noise through a one-pole low-pass (most energy below ~100 Hz)
+
+    def _noise(self, n: int) -> np.ndarray:
+        white = self._rng.normal(0.0, 1.0, n)
+        # y[i] = LEAK * y[i-1] + w[i], vectorised: y[i] = LEAK^i * (LEAK * y[-1] + sum_j<=i LEAK^-j w[j])
+        powers = self.LEAK ** np.arange(n)
+        rumble = powers * (self.LEAK * self._rumble + np.cumsum(self._rng.normal(0.0, 1.0, n) / powers))
+        self._rumble = float(rumble[-1])
+        return (white + 0.12 * rumble) / np.sqrt(1 + 0.12 ** 2 / (1 - self.LEAK ** 2)) * self._rms
+
+    def pull(self, n: int) -> tuple[np.ndarray, int]:
+        samples, filled = super().pull(n)
+        mixed = np.clip(samples.astype(np.float64) + self._noise(n), -32768, 32767).astype(np.int16)
+        return mixed, filled
+
+
 class HeadlessClient:
-    def __init__(self, ice: IceConfig, jitter_prefetch: int = 1, auth_token: str = "") -> None:
+    def __init__(self, ice: IceConfig, jitter_prefetch: int = 1, auth_token: str = "",
+                 room_noise_dbfs: float | None = None) -> None:
+        """`room_noise_dbfs`: the microphone also hears a room, all the time (hiss and a low
+        rumble at that RMS level), as a real one does; None: digital silence between words."""
         self.ice = ice
         self.headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
         self.jitter_prefetch = jitter_prefetch
-        self.mic_queue = PcmQueue()
+        self.mic_queue = PcmQueue() if room_noise_dbfs is None else RoomMicrophone(room_noise_dbfs)
         self.mic = PlayoutTrack(self.mic_queue)
         self.pc: RTCPeerConnection | None = None
         self.frames: list[ReceivedFrame] = []

@@ -135,7 +135,8 @@ async def test_a_preemptive_answer_is_held_until_the_turn_ends_then_released_at_
 async def test_a_preemptive_answer_is_discarded_when_the_user_goes_on():
     session, events = make_session()
     config = session.config
-    session.turns = type(session.turns)(config.turns.__class__(**{**config.turns.__dict__, "hangover_ms": 600}))
+    session.turns = type(session.turns)(config.turns.__class__(**{**config.turns.__dict__, "hangover_ms": 600,
+                                                                  "semantic": False}))
     feed(session, np.concatenate([silence(300), voiced(700), silence(250)]))  # pause -> preemptive answer
     assert session.preemptions["started"] == 1
     await asyncio.sleep(0.2)

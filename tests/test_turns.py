@@ -6,7 +6,9 @@ from agent.pipeline.turns import TurnDetector
 from .synth import RATE, noise, silence, voiced
 
 CFG = TurnsConfig(vad_aggressiveness=2, frame_ms=20, start_ms=100, hangover_ms=300, speculative_ms=120,
-                  min_speech_ms=200, max_utterance_ms=5000, preroll_ms=200)
+                  min_speech_ms=200, max_utterance_ms=5000, preroll_ms=200, semantic=False,
+                  incomplete_silence_ms=1500, complete_threshold=0.5, fillers=[])
+SEMANTIC = CFG.__class__(**{**CFG.__dict__, "semantic": True})
 
 
 class FakeClock:
@@ -121,3 +123,49 @@ def test_speech_after_a_pause_makes_the_speculation_stale():
     kinds = [k for k, _ in events]
     # The user went on after the first pause: speech_resume says so, once, before the next pause.
     assert kinds == ["speech_start", "speech_pause", "speech_resume", "speech_pause", "speech_end"]
+
+
+def test_with_the_end_of_turn_model_silence_alone_does_not_end_the_turn():
+    clock = FakeClock()
+    detector = TurnDetector(SEMANTIC, clock=clock)
+    events = run(detector, clock, np.concatenate([silence(300), voiced(900), silence(800)]))
+    assert [k for k, _ in events] == ["speech_start", "speech_pause"]  # waiting for the verdict
+    assert detector.waiting_for_verdict
+
+
+def test_a_complete_verdict_ends_the_turn_after_the_hangover():
+    clock = FakeClock()
+    detector = TurnDetector(SEMANTIC, clock=clock)
+    events = run(detector, clock, np.concatenate([silence(300), voiced(900), silence(300)]))
+    pause = events[-1][1]
+    assert pause.kind == "speech_pause"
+    detector.set_verdict(pause.pause_id, True)
+    events = run(detector, clock, silence(600))
+    assert [k for k, _ in events] == ["speech_end"]
+    assert events[0][1].at - pause.speech_ended_at < (SEMANTIC.hangover_ms + 200) / 1000
+
+
+def test_an_incomplete_verdict_waits_for_the_rest_up_to_the_longest_silence():
+    clock = FakeClock()
+    detector = TurnDetector(SEMANTIC, clock=clock)
+    events = run(detector, clock, np.concatenate([silence(300), voiced(900), silence(300)]))
+    pause = events[-1][1]
+    detector.set_verdict(pause.pause_id, False)
+    # A thinking pause longer than the hangover: the turn is still open, and the user goes on.
+    assert run(detector, clock, silence(700)) == []
+    events = run(detector, clock, np.concatenate([voiced(600, seed=4), silence(300)]))
+    assert [k for k, _ in events] == ["speech_resume", "speech_pause"]
+    # Nobody answers the second pause's question: the longest silence ends it anyway.
+    events = run(detector, clock, silence(SEMANTIC.incomplete_silence_ms + 200))
+    assert [k for k, _ in events] == ["speech_end"]
+    assert len(events[0][1].audio) > 16000 * 1.4  # the whole utterance, both parts
+
+
+def test_a_verdict_for_an_old_pause_is_ignored():
+    clock = FakeClock()
+    detector = TurnDetector(SEMANTIC, clock=clock)
+    events = run(detector, clock, np.concatenate([silence(300), voiced(900), silence(300)]))
+    first = events[-1][1]
+    run(detector, clock, np.concatenate([voiced(400, seed=2), silence(300)]))  # resumed, paused again
+    detector.set_verdict(first.pause_id, True)
+    assert detector.waiting_for_verdict

@@ -58,6 +58,9 @@ function onEvent(event) {
     case "preemption_discarded":  // an answer started at your pause was dropped: you went on
       ui.hearing.textContent = "speaking";
       break;
+    case "end_of_turn":
+      ui.hearing.textContent = event.complete ? "done, it seems" : "waiting for the rest…";
+      break;
     case "speech_discarded":
       ui.hearing.textContent = `ignored a ${event.voiced_ms} ms sound`;
       break;

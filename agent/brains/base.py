@@ -21,7 +21,9 @@ import numpy as np
 from agent.config import Config
 from agent.runtime.model_files import ModelFile
 
-TranscriptCallback = Callable[[str], None]
+# Called with what the user said; returning False means "do not answer it" (only fillers or
+# noise): the brain then stops without answering and keeps nothing of the turn.
+TranscriptCallback = Callable[[str], bool | None]
 
 
 class Conversation(ABC):
@@ -30,7 +32,8 @@ class Conversation(ABC):
         """Answer one user utterance (int16, 16 kHz mono), streaming text pieces.
 
         Calls `on_transcript(text)` once with what the user said, as soon as it is known
-        (before the first piece for a cascade; possibly later for a speech-LLM)."""
+        (before the first piece for a cascade; possibly later for a speech-LLM). If it returns
+        False before any piece, the reply ends there and the utterance is not kept."""
 
     @abstractmethod
     def record_agent_reply(self, spoken_text: str) -> None:

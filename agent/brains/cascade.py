@@ -222,8 +222,7 @@ class CascadeConversation(Conversation):
     async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
         self._reply_start = len(self.history)
         text = await self.brain.transcriber.transcribe(audio)
-        on_transcript(text)
-        if not text:
+        if on_transcript(text) is False or not text:
             return
         self.history.append({"role": "user", "content": text})
         self._trim()

@@ -67,6 +67,7 @@ class TurnTimeline:
     marks: dict[str, float] = field(default_factory=dict)
     outcome: Outcome = "pending"
     preemptive: bool = False  # started at a pause, before the end of the user's turn was certain
+    end_of_turn: dict = field(default_factory=dict)  # the end-of-turn model's verdict that ended the turn
     playout: PlayoutMeter = field(default_factory=PlayoutMeter)
 
     def mark(self, stage: str, at: float) -> bool:
@@ -89,7 +90,7 @@ class TurnTimeline:
         """The turn's figures for the events channel. `clock` holds the raw marks (monotonic
         seconds, comparable between processes on one machine) for transport measurements."""
         return TurnFinished(self.turn, self.outcome, self.relative_ms(), dict(self.marks), self.playout.summary(),
-                            self.preemptive)
+                            self.preemptive, dict(self.end_of_turn))
 
     def log_line(self) -> str:
         figures = " ".join(f"{stage}=+{ms:.0f}ms" for stage, ms in self.relative_ms().items() if stage != "speech_end")

