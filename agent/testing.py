@@ -72,7 +72,8 @@ class ScriptedConversation(Conversation):
             yield word if i == 0 else " " + word
 
     def record_agent_reply(self, spoken_text: str) -> None:
-        self.history.append(("assistant", spoken_text))
+        if self.history and self.history[-1][0] == "user":  # a reply was asked for (not a filler)
+            self.history.append(("assistant", spoken_text))
         self._reply_start = None
 
     def rollback(self) -> None:

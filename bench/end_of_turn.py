@@ -1,8 +1,11 @@
 """The end-of-turn model against spoken clips: `run.py bench --end-of-turn`.
 
-Each question is spoken whole (complete) and cut off mid-sentence (incomplete: its first words
-only, spoken on their own), by the six voices in turn with background noise; the model's
-verdicts give its accuracy on each kind, and its time per decision at 1 and 2 threads.
+Each question is spoken whole (complete) and cut off mid-sentence (incomplete), by the six voices
+in turn with background noise; the model's verdicts give its accuracy on each kind, and its time
+per decision at 1 and 2 threads. Two kinds of cut-off clip: the whole question's audio stopped at
+its quietest moment between 45% and 75% of the way (the voice mid-sentence, as when a person
+stops to think), and its first words spoken on their own (a TTS voice says those as if they were
+a whole sentence, with a falling end: the harder case for the model).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from agent.config import Config
 from agent.pipeline.end_of_turn import MODEL, SmartTurn
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 
-from .questions import load_speakers, spoken
+from .questions import Question, load_speakers, spoken
 
 # (the whole question, where a speaker might pause to think)
 CLIPS = (
@@ -35,11 +40,22 @@ CLIPS = (
 )
 
 
+def stopped_midway(question: Question) -> Question:
+    """The question cut at its quietest 20 ms between 45% and 75% of the way through."""
+    audio = question.speech
+    block = 320
+    lo, hi = int(len(audio) * 0.45) // block, int(len(audio) * 0.75) // block
+    energy = [float(np.mean(audio[i * block:(i + 1) * block].astype(np.float64) ** 2)) for i in range(lo, hi)]
+    cut = (lo + int(np.argmin(energy))) * block
+    return Question(f"{question.label} (stopped at {cut / 16000:.1f} s)", audio[:cut], question.speaker)
+
+
 @dataclass
 class EndOfTurnResult:
     threads: int
     complete_accuracy: float  # share of whole questions called complete
-    incomplete_accuracy: float  # share of cut-off questions called incomplete
+    stopped_accuracy: float  # share of questions stopped midway called incomplete
+    alone_accuracy: float  # share of first words spoken alone called incomplete
     median_ms: float  # per decision
     clips: int
     misses: list[str]
@@ -49,7 +65,8 @@ async def measure_end_of_turn(config: Config, thread_counts=(1, 2)) -> list[EndO
     voices = load_speakers(config)
     try:
         whole = await spoken(voices, [c for c, _ in CLIPS], rate=16000)
-        cut = await spoken(voices, [i for _, i in CLIPS], rate=16000)
+        cut = [stopped_midway(q) for q in whole]
+        cut += await spoken(voices, [i for _, i in CLIPS], rate=16000)
     finally:
         for voice in voices.values():
             voice.close()
@@ -59,30 +76,33 @@ async def measure_end_of_turn(config: Config, thread_counts=(1, 2)) -> list[EndO
         model = SmartTurn(paths[MODEL.relpath], threads=threads, threshold=config.turns.complete_threshold)
         model.verdict_blocking(whole[0].speech)
         times, misses = [], []
-        right = {True: 0, False: 0}
-        for clips, expected in ((whole, True), (cut, False)):
+        right = {"whole": 0, "stopped": 0, "alone": 0}
+        half = len(cut) // 2
+        for kind, clips, expected in (("whole", whole, True), ("stopped", cut[:half], False), ("alone", cut[half:], False)):
             for clip in clips:
                 # What the model sees at a pause: the words (with the noise before them), no tail.
                 verdict = model.verdict_blocking(clip.speech)
                 times.append(verdict.ms)
                 if verdict.complete == expected:
-                    right[expected] += 1
+                    right[kind] += 1
                 else:
                     misses.append(f"{clip.label!r} ({clip.speaker}): p={verdict.probability}")
         model.close()
-        result = EndOfTurnResult(threads, round(right[True] / len(whole), 3), round(right[False] / len(cut), 3),
-                                 round(statistics.median(times), 1), len(whole) + len(cut), misses)
+        result = EndOfTurnResult(threads, round(right["whole"] / len(whole), 3), round(right["stopped"] / half, 3),
+                                 round(right["alone"] / (len(cut) - half), 3), round(statistics.median(times), 1),
+                                 len(whole) + len(cut), misses)
         results.append(result)
-        print(f"{threads} thread(s): complete {result.complete_accuracy:.0%}, incomplete {result.incomplete_accuracy:.0%}, "
-              f"{result.median_ms} ms per decision; misses: {misses}")
+        print(f"{threads} thread(s): complete {result.complete_accuracy:.0%}, stopped midway {result.stopped_accuracy:.0%}, "
+              f"first words alone {result.alone_accuracy:.0%}, {result.median_ms} ms per decision")
     return results
 
 
 def end_of_turn_markdown(results: list[EndOfTurnResult]) -> str:
-    lines = ["| threads | whole questions called complete | cut-off questions called incomplete | median ms per decision | clips |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = ["| threads | whole questions called complete | stopped midway called incomplete | first words spoken alone "
+             "called incomplete | median ms per decision | clips |", "|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r.threads} | {r.complete_accuracy:.0%} | {r.incomplete_accuracy:.0%} | {r.median_ms:g} | {r.clips} |")
+        lines.append(f"| {r.threads} | {r.complete_accuracy:.0%} | {r.stopped_accuracy:.0%} | {r.alone_accuracy:.0%} | "
+                     f"{r.median_ms:g} | {r.clips} |")
     if results and results[0].misses:
         lines += ["", "Misjudged: " + "; ".join(results[0].misses)]
     return "\n".join(lines)

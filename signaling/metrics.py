@@ -14,6 +14,8 @@ lateness. `exposition()` renders the text format served at `GET /metrics`.
 | `voice_agent_errors_total{kind}` | counter | turn errors by kind (timeout, exception class) |
 | `voice_agent_stage_latency_seconds{stage}` | histogram | each stage of a turn after the end of the user's speech |
 | `voice_agent_answer_gaps_total` | counter | silences longer than 40 ms inside an answer |
+| `voice_agent_end_of_turn_verdicts_total{verdict}` | counter | the end-of-turn model's verdicts at pauses: `complete`, `incomplete` |
+| `voice_agent_end_of_turn_seconds` | histogram | time the end-of-turn model took per verdict |
 | `voice_agent_preemptions_total{result}` | counter | answers started at a pause: `hit` (the turn ended there, it was used), `discarded` (the user went on) |
 | `voice_agent_preemption_wasted_seconds_total` | counter | time discarded preemptive answers had been working |
 | `voice_agent_outbound_frame_lateness_seconds` | histogram | how late each outbound 20 ms frame left |
@@ -26,7 +28,7 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from agent.events import OUTCOMES, BargeIn, Event, PreemptionDiscarded, TurnError, TurnFinished
+from agent.events import OUTCOMES, BargeIn, EndOfTurnVerdict, Event, PreemptionDiscarded, TurnError, TurnFinished
 from agent.models import AgentModels
 
 from .attach import AttachedAgent
@@ -55,6 +57,10 @@ class AgentMetrics:
             ["stage"], buckets=STAGE_BUCKETS_S, registry=r)
         self.answer_gaps = Counter("voice_agent_answer_gaps", "Silences longer than 40 ms inside an answer.",
                                    registry=r)
+        self.verdicts = Counter("voice_agent_end_of_turn_verdicts", "End-of-turn model verdicts at pauses.", ["verdict"],
+                                registry=r)
+        self.verdict_latency = Histogram("voice_agent_end_of_turn_seconds", "Time the end-of-turn model took per verdict.",
+                                         buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5), registry=r)
         self.preemptions = Counter("voice_agent_preemptions", "Answers started at a pause, by result (hit, discarded).",
                                    ["result"], registry=r)
         self.preemption_wasted = Counter("voice_agent_preemption_wasted_seconds",
@@ -92,6 +98,9 @@ class AgentMetrics:
                 self.answer_gaps.inc(gaps)
             if event.preemptive:
                 self.preemptions.labels(result="hit").inc()
+        elif isinstance(event, EndOfTurnVerdict):
+            self.verdicts.labels(verdict="complete" if event.complete else "incomplete").inc()
+            self.verdict_latency.observe(event.ms / 1000.0)
         elif isinstance(event, PreemptionDiscarded):
             self.preemptions.labels(result="discarded").inc()
             self.preemption_wasted.inc(event.ran_ms / 1000.0)

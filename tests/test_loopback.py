@@ -152,3 +152,34 @@ async def test_a_model_error_mid_turn_is_an_event_and_the_session_goes_on(config
         assert second["outcome"] == "answered"
     finally:
         await client.close()
+
+
+async def test_a_thinking_pause_mid_question_gets_one_answer_to_the_whole_question(config, models, agent_url, spoken):
+    """ "What is the capital of ... (0.8 s) ... Spain?": the end-of-turn model hears an unfinished
+    sentence at the pause, so the agent waits (silent) and answers the whole question once."""
+    whole = await spoken("What is the capital of Spain?")
+    block = 960  # 20 ms at 48 kHz: stop where the voice is quietest 60-72% of the way in ("... of | Spain")
+    lo, hi = int(len(whole) * 0.60) // block, int(len(whole) * 0.72) // block
+    energy = [float(np.mean(whole[i * block:(i + 1) * block].astype(np.float64) ** 2)) for i in range(lo, hi)]
+    cut = (lo + int(np.argmin(energy))) * block
+    client = await connected_client(config, agent_url)
+    try:
+        first = client.say(whole[:cut])
+        client.say(np.zeros(int(0.8 * 48000), dtype=np.int16))  # thinking
+        rest = client.say(whole[cut:])
+        await rest.done.wait()
+        timeline = await client.wait_event(is_type("timeline"), 60)
+        await asyncio.sleep(1.5)  # no second turn follows
+        events = [e for _, e in client.events]
+        assert [e["turn"] for e in events if e["type"] == "timeline"] == [timeline["turn"]]
+        assert timeline["outcome"] == "answered"
+        verdicts = [e for e in events if e["type"] == "end_of_turn"]
+        assert verdicts and not verdicts[0]["complete"]  # the pause: unfinished
+        transcript = next(e for e in events if e["type"] == "transcript")["text"].lower()
+        assert "capital" in transcript and "spain" in transcript
+        answer = " ".join(e["text"] for e in events if e["type"] == "agent_text").lower()
+        assert "madrid" in answer, answer
+        paused = [f for f in client.frames if first.ended_at <= f.at < rest.started_at + 0.1]
+        assert paused and all(f.dbfs <= AUDIBLE_DBFS for f in paused)  # no audio during the pause
+    finally:
+        await client.close()

@@ -136,3 +136,10 @@ async def test_a_rolled_back_reply_leaves_no_trace_in_the_history(models, spoken
     conversation.record_agent_reply("Paris.")
     conversation.rollback()  # too late: the reply is stored
     assert [m["role"] for m in conversation.history] == ["user", "assistant"]
+
+def test_a_whisper_repetition_loop_is_cut_at_the_repeat():
+    from agent.brains.cascade import drop_repetition
+
+    assert drop_repetition("Why is the sea salty? Why is the sea salty? Why") == "Why is the sea salty?"
+    assert drop_repetition("Tell me more, tell me more about it.") == "Tell me more, tell me more about it."
+    assert drop_repetition("What is the capital of France?") == "What is the capital of France?"

@@ -153,3 +153,34 @@ async def test_a_preemptive_answer_is_discarded_when_the_user_goes_on():
     assert session.preemptions["hits"] == 1  # the second pause's answer was the one used
     assert [m[0] for m in session.conversation.history] == ["user"]
     await session.close()
+
+
+async def test_a_turn_of_only_fillers_or_noise_starts_no_answer():
+    from agent.pipeline.transcripts import is_only_filler
+
+    fillers = load_config(environ={}).turns.fillers
+    for text in ("Mm-hmm.", "Uh huh", "(coughing)", "[BLANK_AUDIO]", "", "Yeah, okay."):
+        assert is_only_filler(text, fillers), text
+    for text in ("Yeah, what is the capital of France?", "Right now?", "Okay, stop.", "Hmm, tell me more."):
+        assert not is_only_filler(text, fillers), text
+
+    class SaysMmHmm(ScriptedBrain):
+        def new_conversation(self):
+            conversation = super().new_conversation()
+            reply = conversation.reply
+
+            async def mm_hmm(audio, on_transcript):
+                async for piece in reply(audio, lambda _text: on_transcript("Mm-hmm.")):
+                    yield piece
+            conversation.reply = mm_hmm
+            return conversation
+
+    events = []
+    session = AgentSession(load_config(environ={}), SaysMmHmm(), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
+    turn = session.start_turn(voiced(500), 0.0, 0.2)
+    await asyncio.wait_for(turn.task, 5)
+    assert session.output.queued_samples == 0  # nothing said back
+    timeline = next(e for e in events if e["type"] == "timeline")
+    assert timeline["outcome"] == "ignored"
+    assert session.conversation.history == []  # and nothing kept
+    await session.close()

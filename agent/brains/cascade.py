@@ -52,6 +52,21 @@ FULL_WINDOW_FRAMES = 3000  # the 30 s window whisper was trained on
 WINDOW_MARGIN_FRAMES = 100  # at least 1 s of padding after the speech
 
 
+def drop_repetition(text: str, min_words: int = 3) -> str:
+    """Cut whisper's repetition loop: when the transcript's opening words come round again after
+    a sentence's end ("Why is the sea salty? Why is the sea salty? Why"), keep the text before
+    they do. tiny.en falls into such loops now and then, more often in short encoder windows."""
+    words = text.split()
+    if len(words) < 2 * min_words:
+        return text
+    opening = [w.lower().strip(",.?!") for w in words[:min_words]]
+    for start in range(min_words, len(words) - min_words + 1):
+        if (words[start - 1].endswith((".", "?", "!"))
+                and [w.lower().strip(",.?!") for w in words[start:start + min_words]] == opening):
+            return " ".join(words[:start])
+    return text
+
+
 class WhisperTranscriber:
     """whisper tiny.en through faster-whisper's CTranslate2 model, with a shorter encoder window.
 
@@ -106,7 +121,7 @@ class WhisperTranscriber:
                                             max_length=max_tokens, return_no_speech_prob=True)[0]
         if result.no_speech_prob > self.config.no_speech_threshold:
             return ""
-        return self._tokenizer.decode(result.sequences_ids[0]).strip()
+        return drop_repetition(self._tokenizer.decode(result.sequences_ids[0]).strip())
 
     async def transcribe(self, audio: np.ndarray) -> str:
         return await self.thread.run(self.transcribe_blocking, audio)
