@@ -14,6 +14,7 @@ from agent.config import Config
 from agent.testing import stub_models
 
 from .asr_windows import measure_windows, windows_markdown
+from .end_of_turn import end_of_turn_markdown, measure_end_of_turn
 from .floor import FloorRow, floor_markdown, measure_floor
 from .questions import questions_for
 from .report import REPO, machine_description, markdown, print_run, write_run_files
@@ -22,8 +23,9 @@ from .runner import bench_in_process, load_real_models
 
 FINDINGS = """## What changed, and what each change was worth
 
-Each change was measured with `./dev.sh bench` (cascade, 6-10 turns, questions by six voices with
-noise) before and after, on this 2-core machine; figures are voice-to-voice medians.
+Each change was measured with `./dev.sh bench` (cascade, 6-10 turns, questions by six voices,
+the caller's room noise ~25 dB below them) before and after, on this 2-core machine; figures
+are voice-to-voice medians.
 
 - **A fast voice.** Kokoro-82M int8 needed ~300-500 ms for a first phrase on two cores (its
   vocoder's 1-D convolutions are ~60% of it, already near what two cores can do). hibari, the
@@ -35,14 +37,26 @@ noise) before and after, on this 2-core machine; figures are voice-to-voice medi
   question here). CTranslate2 takes shorter windows: the audio is padded with silence to 10 s
   (or its length + 1 s) before the features, as whisper's training audio was. Windows of 6 s and
   under make tiny.en repeat itself (WER table below); 10 s is the fastest that keeps the WER.
-- **Two threads for the LLM.** llama.cpp decodes at ~33 ms/token on 2 threads and ~42 on 1 (the
-  floor table; an earlier comment claimed 1 was as fast as 2: it was not). With hibari the voice
+- **Two threads for the LLM, one for whisper.** llama.cpp decodes at ~30-33 ms/token on 2 threads
+  and ~40-42 on 1 (the floor table; an earlier comment claimed 1 was as fast as 2: it was not).
+  With the 10 s window whisper is faster on one thread (~67 vs ~75 ms). With hibari the voice
   needs no core of its own.
 - **Preemptive answers.** At a 60 ms pause the whole answer starts, held; when the turn ends
   (200 ms of silence) with the same audio it is released at once. The transcript is then ready
   before the end of the turn, and the LLM's first token ~170 ms after it.
+- **Semantic end of turn.** Smart Turn v3.2 (~30 ms a decision) runs at the same pause; a turn
+  ends after the 200 ms hangover only on a "complete" verdict. It adds no time when it says
+  complete (its verdict is in before the hangover is over); a finished question it calls
+  unfinished waits `turns.incomplete_silence_ms`. It must hear the voice up to its end: 100-200 ms
+  of silence after "What is the capital of" moved it from p=0.02 to p=0.77 ("complete").
+- **A room behind the caller.** The bench's callers now hear steady noise (hiss and rumble ~25 dB
+  below the voices) all the time. A noise burst that stopped dead made webrtcvad start a
+  false turn; noise that only surrounded each question held every turn open ~450 ms longer
+  (`vad_end_offset`), which an energy gate did not fix without splitting questions (measured and
+  dropped).
 - Together: 1984 ms (before this round) -> 1096 ms (hibari, 10 s window, 2 LLM threads; hibari's
-  padding untrimmed) -> ~750 ms (padding trimmed, preemptive answers).
+  padding untrimmed) -> ~740-760 ms (padding trimmed, preemptive answers; the same with the
+  end-of-turn model and room noise).
 
 What stands between this and 700 ms (moonshot), in the order to attack: the LLM (first token
 ~200 ms after the transcript, then ~5 tokens for a 3-word first phrase at ~33 ms each: ~400 ms,
@@ -97,6 +111,8 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     (out_dir / "floor.json").write_text(json.dumps([asdict(r) for r in floor], indent=2))
     windows = await measure_windows(config)
     (out_dir / "asr-windows.json").write_text(json.dumps([asdict(r) for r in windows], indent=2))
+    verdicts = await measure_end_of_turn(config)
+    (out_dir / "end-of-turn.json").write_text(json.dumps([asdict(r) for r in verdicts], indent=2))
 
     runs: list[tuple[BenchRun, str]] = []
     models = await load_real_models(config)
@@ -147,6 +163,15 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         "production `WhisperTranscriber` at each `asr.window_s`; WER against the text that was spoken.",
         "",
         windows_markdown(windows),
+        "",
+        "## The end-of-turn model (`./dev.sh bench --end-of-turn`)",
+        "",
+        "Smart Turn v3.2 on questions spoken whole and cut off mid-sentence by six voices with noise "
+        "(`bench/end_of_turn.py` says how the clips are made). A whole question called incomplete waits "
+        "`turns.incomplete_silence_ms` before its answer; a cut-off one called complete is answered "
+        "before the user has finished.",
+        "",
+        end_of_turn_markdown(verdicts),
         "",
         "## Runs over WebRTC",
         "",

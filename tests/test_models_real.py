@@ -143,3 +143,15 @@ def test_a_whisper_repetition_loop_is_cut_at_the_repeat():
     assert drop_repetition("Why is the sea salty? Why is the sea salty? Why") == "Why is the sea salty?"
     assert drop_repetition("Tell me more, tell me more about it.") == "Tell me more, tell me more about it."
     assert drop_repetition("What is the capital of France?") == "What is the capital of France?"
+
+
+async def test_hibari_answers_start_at_once_without_its_padding(cpu_voices):
+    """hibari pads each sentence with ~270 ms of silence; the voice trims it to ~10 ms, or the
+    listener would wait for it before every answer."""
+    from agent.pipeline.audio import trim_edges
+
+    voice = cpu_voices["hibari"]
+    async with contextlib.aclosing(voice.speak("A spider has eight legs.")) as stream:
+        first = await stream.__anext__()
+    lead = len(first) - len(trim_edges(first, voice.sample_rate, lead_ms=0, tail_ms=10_000))
+    assert lead <= voice.sample_rate * 30 // 1000
