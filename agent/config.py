@@ -68,6 +68,7 @@ class TurnsConfig:
     incomplete_silence_ms: int
     complete_threshold: float
     fillers: list[str]
+    finished_text_ends_turn: bool
     speculative_ms: int
     min_speech_ms: int
     max_utterance_ms: int

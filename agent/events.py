@@ -98,12 +98,14 @@ class TurnFinished:
 @dataclass(frozen=True)
 class EndOfTurnVerdict:
     """At a pause the end-of-turn model judged the utterance so far: `complete` (the turn may end
-    after the short hangover) or not (it waits for more), its `probability` and the `ms` it took."""
+    after the short hangover) or not (it waits for more), its `probability` and the `ms` it took;
+    `source` "transcript" when the transcript then overruled an unfinished verdict."""
 
     type: ClassVar[str] = "end_of_turn"
     complete: bool
     probability: float
     ms: float
+    source: Literal["audio", "transcript"] = "audio"  # transcript: the words sounded finished
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from agent.events import (BargeIn, EndOfTurnVerdict, Event, PreemptionDiscarded,
 from agent.pipeline.end_of_turn import SmartTurn, Verdict
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
+from agent.pipeline.transcripts import sounds_finished
 from agent.pipeline.turns import TurnDetector, TurnEvent
 from agent.turn import AnswerTurn, StageStalled
 from agent.voices.base import Voice
@@ -54,6 +55,7 @@ class AgentSession:
         # The end-of-turn model (shared); without it, or with turns.semantic off, silence alone decides.
         self.end_of_turn = end_of_turn if config.turns.semantic else None
         self._verdict: Verdict | None = None  # the model's latest verdict in this utterance
+        self._pause_text: tuple[int, str] | None = None  # (pause id, what the preemptive answer heard)
         self.clock = clock
         self._send_event = send_event
         self.conversation = brain.new_conversation()
@@ -112,7 +114,7 @@ class AgentSession:
         elif event.kind == "speech_pause":
             assert event.audio is not None
             self._ask_end_of_turn(event.audio, event.pause_id)
-            self.preempt(event.audio, event.speech_ended_at or event.at)
+            self.preempt(event.audio, event.speech_ended_at or event.at, event.pause_id)
         elif event.kind == "speech_resume":
             self._verdict = None
             self.discard_preemption()
@@ -147,8 +149,24 @@ class AgentSession:
             self._verdict = verdict
             self.turns.set_verdict(pause_id, verdict.complete)
             self.emit(EndOfTurnVerdict(verdict.complete, verdict.probability, verdict.ms))
+            self._finish_by_transcript(pause_id)
 
         future.add_done_callback(done)
+
+    def _on_preemptive_transcript(self, pause_id: int, text: str) -> None:
+        self._pause_text = (pause_id, text)
+        self._finish_by_transcript(pause_id)
+
+    def _finish_by_transcript(self, pause_id: int) -> None:
+        """The model doubts the utterance is finished, but its transcript (from the preemptive
+        answer) ends a sentence on a word that can end one: let the hangover end the turn."""
+        verdict, said = self._verdict, self._pause_text
+        if (not self.config.turns.finished_text_ends_turn or verdict is None or verdict.complete
+                or said is None or said[0] != pause_id or not sounds_finished(said[1])):
+            return
+        self._verdict = dataclasses.replace(verdict, complete=True)
+        self.turns.set_verdict(pause_id, True)
+        self.emit(EndOfTurnVerdict(True, verdict.probability, verdict.ms, source="transcript"))
 
     # -- turns -----------------------------------------------------------------------------
     def _new_turn(self, audio: np.ndarray, speech_end: float, held: bool) -> AnswerTurn:
@@ -176,13 +194,15 @@ class AgentSession:
         self._turn = turn
         self._set_state("thinking")
 
-    def preempt(self, audio: np.ndarray, speech_end: float) -> None:
+    def preempt(self, audio: np.ndarray, speech_end: float, pause_id: int = 0) -> None:
         """The user paused: start answering `audio`, held until the turn really ends."""
         if self.config.turns.speculative_ms <= 0 or self._turn is not None:
             return
         self.discard_preemption()
         self.preemptions["started"] += 1
-        self._preemptive = (audio, self._new_turn(audio, speech_end, held=True))
+        turn = self._new_turn(audio, speech_end, held=True)
+        turn.on_transcript = lambda text: self._on_preemptive_transcript(pause_id, text)
+        self._preemptive = (audio, turn)
 
     def _confirm_preemption(self, turn_end: float) -> None:
         assert self._preemptive is not None

@@ -83,7 +83,8 @@ class AnswerTurn:
 
     def __init__(self, number: int, conversation: Conversation, voice: Voice, output: PcmQueue, config: Config,
                  emit: Callable[[Event], None], on_audible: Callable[[], None],
-                 clock: Callable[[], float] = time.perf_counter, held: bool = False) -> None:
+                 clock: Callable[[], float] = time.perf_counter, held: bool = False,
+                 on_transcript: Callable[[str], None] | None = None) -> None:
         self.timeline = TurnTimeline(number)
         self.timeline.preemptive = held
         self.conversation = conversation
@@ -100,6 +101,7 @@ class AnswerTurn:
         self.pending_segments = 0
         self.synthesizing = False
         self.held = held
+        self.on_transcript = on_transcript  # the session hears the words at once, held or not
         self._held_events: list[Event] = []
         self._held_audio: list[tuple[SpokenPhrase, np.ndarray, Callable, Callable]] = []
         self._held_samples = 0
@@ -157,6 +159,8 @@ class AnswerTurn:
         def on_transcript(text: str) -> bool:
             timeline.mark("transcript", self.clock())
             self.emit(Transcript(timeline.turn, text))
+            if self.on_transcript is not None:
+                self.on_transcript(text)
             if is_only_filler(text, self.config.turns.fillers):
                 timeline.outcome = "ignored"
                 return False

@@ -184,3 +184,39 @@ async def test_a_turn_of_only_fillers_or_noise_starts_no_answer():
     assert timeline["outcome"] == "ignored"
     assert session.conversation.history == []  # and nothing kept
     await session.close()
+
+
+class DoubtfulEndOfTurn:
+    """A stand-in end-of-turn model that always calls the utterance unfinished."""
+
+    async def verdict(self, audio):
+        from agent.pipeline.end_of_turn import Verdict
+
+        return Verdict(False, 0.1, 1.0)
+
+
+async def test_an_unfinished_verdict_holds_the_turn_unless_the_words_sound_finished():
+    for transcript, ends_at_hangover in (("What do bees make from flower nectar?", True),
+                                         ("What is the capital of?", False)):
+        class Says(ScriptedBrain):
+            def new_conversation(self, text=transcript):
+                conversation = super().new_conversation()
+                reply = conversation.reply
+
+                async def saying(audio, on_transcript):
+                    async for piece in reply(audio, lambda _t: on_transcript(text)):
+                        yield piece
+                conversation.reply = saying
+                return conversation
+
+        events = []
+        session = AgentSession(load_config(environ={}), Says(), ToneVoice(),
+                               send_event=lambda e: events.append(to_json(e)), end_of_turn=DoubtfulEndOfTurn())
+        feed(session, np.concatenate([silence(300), voiced(700), silence(200)]))  # the pause
+        await asyncio.sleep(0.1)  # the verdict and the preemptive transcript arrive
+        feed(session, silence(400))  # past the hangover, far short of incomplete_silence_ms
+        assert (session.turn_count == 1) is ends_at_hangover, transcript
+        verdicts = [e for e in events if e["type"] == "end_of_turn"]
+        assert verdicts[0]["complete"] is False
+        assert [v["source"] for v in verdicts[1:]] == (["transcript"] if ends_at_hangover else [])
+        await session.close()

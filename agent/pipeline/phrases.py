@@ -21,7 +21,7 @@ _CLAUSE_END = re.compile(r"[,;:—–]+[\"'”’)\]]*$")
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e.", "prof.", "jr.", "sr.", "no."}
 # Words a phrase should not end on when it is cut for length: the next word belongs with them
 # ("the capital of | France" sounds broken; "the capital of France | is Paris" does not).
-_WEAK_ENDINGS = frozenset("""a an the of to in on at for with from by and or but nor is are was were be been am as
+WEAK_ENDINGS = frozenset("""a an the of to in on at for with from by and or but nor is are was were be been am as
 that than then this these those its it's their his her my your our very so if into about will can would could
 should shall may might must not no do does did has have had""".split())
 _MAX_EXTENSION = 2  # at most this many words past max_words to avoid a weak ending
@@ -46,7 +46,7 @@ def _ends_clause(word: str) -> bool:
 
 
 def _is_weak(word: str) -> bool:
-    return word.lower().strip("\"'“”‘’()[]") in _WEAK_ENDINGS
+    return word.lower().strip("\"'“”‘’()[]") in WEAK_ENDINGS
 
 
 @dataclass

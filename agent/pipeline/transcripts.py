@@ -1,10 +1,19 @@
-"""What counts as words: a transcript that is empty, only sounds whisper wrote down as
-annotations ("(coughs)", "[BLANK_AUDIO]", "*sigh*"), or only fillers and backchannels
-("mm-hmm", "uh", "yeah", ...) starts no answer and, said over the agent, interrupts nothing."""
+"""What a transcript says about the turn.
+
+- `is_only_filler`: a transcript that is empty, only sounds whisper wrote down as annotations
+  ("(coughs)", "[BLANK_AUDIO]", "*sigh*"), or only fillers and backchannels ("mm-hmm", "uh",
+  "yeah", ...) starts no answer.
+- `sounds_finished`: a transcript that ends a sentence (whisper's "." "?" "!") on a word that
+  can end one ("... flower nectar?", not "... the capital of?"). When the end-of-turn model
+  calls an utterance unfinished but the preemptive answer's transcript sounds finished, the
+  turn ends after the normal hangover (the text overrules the audio model's doubt).
+"""
 
 from __future__ import annotations
 
 import re
+
+from agent.pipeline.phrases import WEAK_ENDINGS
 
 _ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*|♪+")
 _WORD = re.compile(r"[a-z]+(?:['-][a-z]+)*")
@@ -24,3 +33,12 @@ def is_only_filler(text: str, fillers: list[str]) -> bool:
     singles = {w for f in known for w in f.split()}
     joined = " ".join(spoken)
     return joined in known or all(w in singles for w in spoken)
+
+
+def sounds_finished(text: str) -> bool:
+    """Ends with sentence punctuation, on a word a sentence can end on (not "of", "the", ...)."""
+    stripped = _ANNOTATION.sub(" ", text).strip().rstrip("\"'”’)")
+    if not stripped.endswith((".", "?", "!")):
+        return False
+    spoken = words_of(stripped)
+    return bool(spoken) and spoken[-1] not in WEAK_ENDINGS
