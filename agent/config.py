@@ -69,6 +69,9 @@ class TurnsConfig:
     complete_threshold: float
     fillers: list[str]
     finished_text_ends_turn: bool
+    forgive_interruptions: bool
+    interrupt_min_ms: int
+    echo_margin_db: float
     speculative_ms: int
     min_speech_ms: int
     max_utterance_ms: int
@@ -184,6 +187,7 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "turns.hangover_ms": (lambda v: v >= 20, ">= 20"),
     "turns.speculative_ms": (lambda v: v >= 0, ">= 0"),
     "turns.incomplete_silence_ms": (lambda v: v >= 100, ">= 100"),
+    "turns.interrupt_min_ms": (lambda v: v >= 0, ">= 0"),
     "turns.complete_threshold": (lambda v: 0 < v < 1, "between 0 and 1"),
     "turns.min_speech_ms": (lambda v: v >= 0, ">= 0"),
     "turns.max_utterance_ms": (lambda v: v >= 1000, ">= 1000"),

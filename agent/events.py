@@ -80,6 +80,21 @@ class BargeIn:
 
 
 @dataclass(frozen=True)
+class Interruption:
+    """The user made a sound over the agent's answer `turn`: playout paused at once, then
+    `outcome` "confirmed" (real words: the answer was stopped, a `barge_in` follows), or
+    "resumed" (`reason`: "too short", "noise", "backchannel", or "echo": the agent's own voice
+    coming back, which does not even pause it; else the answer went on where it paused);
+    `heard`: what it was transcribed as."""
+
+    type: ClassVar[str] = "interruption"
+    turn: int
+    outcome: Literal["confirmed", "resumed"]
+    reason: str = ""
+    heard: str = ""  # its transcript, when it was transcribed
+
+
+@dataclass(frozen=True)
 class TurnFinished:
     """A turn ended: its `outcome`, each stage in `ms` after the end of the user's speech, the raw
     `clock` marks (perf_counter seconds), the answer's `playout` (lateness, gaps), and whether it
@@ -127,10 +142,10 @@ class TurnError:
     message: str
 
 
-Event = Union[Hello, StateChanged, SpeechStarted, SpeechDiscarded, EndOfTurnVerdict, Transcript, AgentText, BargeIn,
-              TurnFinished, PreemptionDiscarded, TurnError]
+Event = Union[Hello, StateChanged, SpeechStarted, SpeechDiscarded, EndOfTurnVerdict, Transcript, AgentText, Interruption,
+              BargeIn, TurnFinished, PreemptionDiscarded, TurnError]
 EVENTS: tuple[type, ...] = (Hello, StateChanged, SpeechStarted, SpeechDiscarded, EndOfTurnVerdict, Transcript,
-                            AgentText, BargeIn, TurnFinished, PreemptionDiscarded, TurnError)
+                            AgentText, Interruption, BargeIn, TurnFinished, PreemptionDiscarded, TurnError)
 
 
 def to_json(event: Event) -> dict[str, Any]:

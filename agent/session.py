@@ -6,7 +6,10 @@ current `AnswerTurn`, and the events it sends. Models are shared (passed in). It
 WebRTC: the transport feeds it 16 kHz PCM (`hear`), pulls frames from `output`, and reports
 each frame it sent (`on_output_frame`).
 
-User speech during a turn (barge-in) cancels the turn and flushes the queue at once.
+User speech during a turn pauses playout at once. With `turns.forgive_interruptions` the answer
+is stopped (barge-in: cancelled, queue flushed, only the words played kept in the history) only
+when the sound proves to be words: voiced for `turns.interrupt_min_ms` and a transcript that is
+not only fillers ("mm-hmm", a cough); otherwise playout resumes where it paused.
 
 Preemptive answers: at a short pause (`turns.speculative_ms`) the session already starts the
 whole answer to what was said so far, held (see `AnswerTurn`). When the turn then ends with the
@@ -18,6 +21,7 @@ played, nothing shown, nothing in the history.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -29,12 +33,12 @@ import numpy as np
 
 from agent.brains.base import Brain
 from agent.config import Config
-from agent.events import (BargeIn, EndOfTurnVerdict, Event, PreemptionDiscarded, SpeechDiscarded, SpeechStarted, State,
-                          StateChanged, TurnError)
+from agent.events import (BargeIn, EndOfTurnVerdict, Event, Interruption, PreemptionDiscarded, SpeechDiscarded,
+                          SpeechStarted, State, StateChanged, TurnError)
 from agent.pipeline.end_of_turn import SmartTurn, Verdict
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
-from agent.pipeline.transcripts import sounds_finished
+from agent.pipeline.transcripts import is_only_filler, sounds_finished, words_of
 from agent.pipeline.turns import TurnDetector, TurnEvent
 from agent.turn import AnswerTurn, StageStalled
 from agent.voices.base import Voice
@@ -56,6 +60,10 @@ class AgentSession:
         self.end_of_turn = end_of_turn if config.turns.semantic else None
         self._verdict: Verdict | None = None  # the model's latest verdict in this utterance
         self._pause_text: tuple[int, str] | None = None  # (pause id, what the preemptive answer heard)
+        self._interrupted: AnswerTurn | None = None  # an answer paused by a sound over it, not yet judged
+        self._judging: asyncio.Future | None = None  # the transcription of that sound, which decides
+        self._heard_levels: collections.deque[float] = collections.deque(maxlen=8)  # dBFS of recent input chunks
+        self._echo = False  # the utterance in progress is the agent's own voice coming back
         self.clock = clock
         self._send_event = send_event
         self.conversation = brain.new_conversation()
@@ -101,15 +109,41 @@ class AgentSession:
         """The user's audio as it arrives: int16 mono at 16 kHz, any chunk size."""
         if self._closed:
             return
+        if len(pcm):
+            x = pcm.astype(np.float64)
+            self._heard_levels.append(10 * np.log10(float(np.dot(x, x)) / (len(x) * 32768.0 ** 2) + 1e-12))
         for event in self.turns.feed(pcm.tobytes()):
             self.on_turn_event(event)
 
+    def is_echo(self) -> bool:
+        """Is the speech that just started the agent's own voice coming back (a loudspeaker)?
+        It is when it is `turns.echo_margin_db` quieter than what the agent played just now."""
+        margin = self.config.turns.echo_margin_db
+        if margin <= 0 or not self.output.recent_levels or not self._heard_levels:
+            return False
+        return max(self._heard_levels) < max(self.output.recent_levels) - margin
+
     def on_turn_event(self, event: TurnEvent) -> None:
+        if self._echo:
+            if event.kind in ("speech_end", "speech_discarded"):
+                self._echo = False  # the echo ended: nothing to answer, nothing interrupted
+                if self._turn is not None:
+                    self.emit(Interruption(self._turn.number, "resumed", "echo"))
+            elif event.kind == "speech_pause":
+                self.turns.set_verdict(event.pause_id, True)
+            return
+        if event.kind == "speech_start" and self._turn is not None and self._interrupted is None and self.is_echo():
+            self._echo = True
+            return
         if event.kind == "speech_start":
             self._verdict = None
             self.discard_preemption()
-            if self._turn is not None:
-                self.barge_in()
+            if self._turn is not None and self._interrupted is None:
+                if self.config.turns.forgive_interruptions:
+                    self._interrupted = self._turn
+                    self.output.paused = True  # the next outbound frame is silence; nothing is lost
+                else:
+                    self.barge_in()
             self.emit(SpeechStarted())
         elif event.kind == "speech_pause":
             assert event.audio is not None
@@ -118,6 +152,9 @@ class AgentSession:
         elif event.kind == "speech_resume":
             self._verdict = None
             self.discard_preemption()
+        elif event.kind == "speech_end" and self._interrupted is not None:
+            assert event.audio is not None
+            self._judge_interruption(event)
         elif event.kind == "speech_end":
             assert event.audio is not None
             preemptive = self._preemptive
@@ -128,13 +165,53 @@ class AgentSession:
                 self.start_turn(event.audio, event.speech_ended_at or event.at, event.at)
         elif event.kind == "speech_discarded":
             self.discard_preemption()
+            if self._interrupted is not None:
+                self._resume_interrupted("noise")
             self.emit(SpeechDiscarded(event.voiced_ms))
+
+    # -- interruptions ---------------------------------------------------------------------
+    def _judge_interruption(self, event: TurnEvent) -> None:
+        """The sound over the agent ended: words, or a cough / "mm-hmm"? Its transcript decides
+        (the answer stays paused meanwhile); a brain that cannot transcribe first takes it as words."""
+        assert event.audio is not None
+        self.discard_preemption()
+        if event.voiced_ms < self.config.turns.interrupt_min_ms:
+            self._resume_interrupted("too short")
+            return
+        audio, speech_end, turn_end = event.audio, event.speech_ended_at or event.at, event.at
+        judging = asyncio.ensure_future(self.conversation.transcribe(audio))
+        self._judging = judging
+
+        def judged(f: asyncio.Future) -> None:
+            if self._judging is not f or self._closed or f.cancelled():
+                return
+            self._judging = None
+            text = None if f.exception() is not None else f.result()
+            if text is not None and is_only_filler(text, self.config.turns.fillers):
+                self._resume_interrupted("backchannel" if words_of(text) else "noise", text)
+                return
+            interrupted, self._interrupted = self._interrupted, None
+            if interrupted is not None:
+                self.emit(Interruption(interrupted.number, "confirmed", heard=text or ""))
+            self.start_turn(audio, speech_end, turn_end)  # barges in on the paused answer first
+
+        judging.add_done_callback(judged)
+
+    def _resume_interrupted(self, reason: str, heard: str = "") -> None:
+        """Not an interruption after all: the answer goes on from where it paused."""
+        interrupted, self._interrupted = self._interrupted, None
+        self.output.paused = False
+        if interrupted is not None:
+            self.emit(Interruption(interrupted.number, "resumed", reason, heard))
 
     # -- end of turn -----------------------------------------------------------------------
     def _ask_end_of_turn(self, audio: np.ndarray, pause_id: int) -> None:
         """Ask the end-of-turn model whether the utterance so far is complete; the turn detector
         holds the end of the turn until it answers (or incomplete_silence_ms passes)."""
         if self.end_of_turn is None:
+            return
+        if self._interrupted is not None:  # over the agent its words decide, at once: no waiting
+            self.turns.set_verdict(pause_id, True)
             return
         future = asyncio.ensure_future(self.end_of_turn.verdict(audio))
 
@@ -235,6 +312,8 @@ class AgentSession:
         if turn is None:
             return
         self.barge_ins += 1
+        self._interrupted = None
+        self.output.paused = False
         self.output.flush()  # the next outbound frame is already silence
         turn.cancel()
         turn.timeline.outcome = "interrupted"
@@ -286,6 +365,9 @@ class AgentSession:
         if self._preemptive is not None:
             self._preemptive[1].cancel()
             self._preemptive = None
+        if self._judging is not None:
+            self._judging.cancel()
+            self._judging = None
         turn = self._turn
         if turn is not None and turn.task is not None:
             turn.task.cancel()

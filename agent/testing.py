@@ -71,6 +71,9 @@ class ScriptedConversation(Conversation):
                 await asyncio.sleep(self.brain.token_interval_s)
             yield word if i == 0 else " " + word
 
+    async def transcribe(self, audio: np.ndarray) -> str:
+        return f"(stub) {len(audio) * 1000 // 16000} ms of speech"
+
     def record_agent_reply(self, spoken_text: str) -> None:
         if self.history and self.history[-1][0] == "user":  # a reply was asked for (not a filler)
             self.history.append(("assistant", spoken_text))

@@ -44,14 +44,25 @@ class SentUtterance:
 
 
 class RoomMicrophone(PcmQueue):
-    """A microphone queue that adds steady room noise (white hiss plus a low rumble) to all it
-    sends, speech and pauses alike."""
+    """A microphone queue that adds what a real microphone also hears: steady room noise (white
+    hiss plus a low rumble) and, on a loudspeaker, an echo of the agent (`hear_echo`)."""
 
-    def __init__(self, noise_dbfs: float, seed: int = 0) -> None:
+    def __init__(self, noise_dbfs: float | None, seed: int = 0) -> None:
         super().__init__()
         self._rng = np.random.default_rng(seed)
-        self._rms = 32768.0 * 10 ** (noise_dbfs / 20)
+        self._rms = 0.0 if noise_dbfs is None else 32768.0 * 10 ** (noise_dbfs / 20)
         self._rumble = 0.0
+        self._echo = np.zeros(0, dtype=np.float64)  # what the loudspeaker played, still to be heard
+        self._echo_gain = 0.0
+
+    def set_echo(self, gain_db: float, delay_ms: float) -> None:
+        self._echo_gain = 10 ** (gain_db / 20)
+        self._echo = np.zeros(48 * int(delay_ms), dtype=np.float64)
+
+    def hear_echo(self, played: np.ndarray) -> None:
+        """The loudspeaker played `played` (48 kHz mono): it comes back after the delay."""
+        if self._echo_gain:
+            self._echo = np.concatenate([self._echo, played.astype(np.float64) * self._echo_gain])
 
     LEAK = 0.985  # the rumble: white noise through a one-pole low-pass (most energy below ~100 Hz)
 
@@ -65,19 +76,31 @@ class RoomMicrophone(PcmQueue):
 
     def pull(self, n: int) -> tuple[np.ndarray, int]:
         samples, filled = super().pull(n)
-        mixed = np.clip(samples.astype(np.float64) + self._noise(n), -32768, 32767).astype(np.int16)
-        return mixed, filled
+        mixed = samples.astype(np.float64)
+        if self._rms:
+            mixed += self._noise(n)
+        if self._echo_gain and len(self._echo):
+            take = min(n, len(self._echo))
+            mixed[:take] += self._echo[:take]
+            self._echo = self._echo[take:]
+        return np.clip(mixed, -32768, 32767).astype(np.int16), filled
 
 
 class HeadlessClient:
     def __init__(self, ice: IceConfig, jitter_prefetch: int = 1, auth_token: str = "",
-                 room_noise_dbfs: float | None = None) -> None:
+                 room_noise_dbfs: float | None = None, echo: tuple[float, float] | None = None) -> None:
         """`room_noise_dbfs`: the microphone also hears a room, all the time (hiss and a low
-        rumble at that RMS level), as a real one does; None: digital silence between words."""
+        rumble at that RMS level), as a real one does; None: digital silence between words.
+        `echo`: (gain dB, delay ms): the agent's voice comes back into the microphone, as from a
+        loudspeaker next to it."""
         self.ice = ice
         self.headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
         self.jitter_prefetch = jitter_prefetch
-        self.mic_queue = PcmQueue() if room_noise_dbfs is None else RoomMicrophone(room_noise_dbfs)
+        self.mic_queue = PcmQueue()
+        if room_noise_dbfs is not None or echo is not None:
+            self.mic_queue = RoomMicrophone(room_noise_dbfs)
+            if echo is not None:
+                self.mic_queue.set_echo(*echo)
         self.mic = PlayoutTrack(self.mic_queue)
         self.pc: RTCPeerConnection | None = None
         self.frames: list[ReceivedFrame] = []
@@ -141,6 +164,8 @@ class HeadlessClient:
                 at = time.perf_counter()
                 samples = first_channel(frame)  # 48 kHz packed stereo (both channels alike)
                 self.frames.append(ReceivedFrame(at, rms_dbfs(samples), samples))
+                if isinstance(self.mic_queue, RoomMicrophone):
+                    self.mic_queue.hear_echo(samples)
         except MediaStreamError:
             pass
 

@@ -11,6 +11,7 @@ lateness. `exposition()` renders the text format served at `GET /metrics`.
 | `voice_agent_sessions_total` | counter | sessions opened |
 | `voice_agent_turns_total{outcome}` | counter | finished turns: answered, interrupted, error, empty |
 | `voice_agent_barge_ins_total` | counter | times the user spoke over the agent |
+| `voice_agent_interruptions_total{outcome,reason}` | counter | sounds over the agent: `confirmed`, or `resumed` (too short, noise, backchannel) |
 | `voice_agent_errors_total{kind}` | counter | turn errors by kind (timeout, exception class) |
 | `voice_agent_stage_latency_seconds{stage}` | histogram | each stage of a turn after the end of the user's speech |
 | `voice_agent_answer_gaps_total` | counter | silences longer than 40 ms inside an answer |
@@ -28,7 +29,8 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from agent.events import OUTCOMES, BargeIn, EndOfTurnVerdict, Event, PreemptionDiscarded, TurnError, TurnFinished
+from agent.events import (OUTCOMES, BargeIn, EndOfTurnVerdict, Event, Interruption, PreemptionDiscarded, TurnError,
+                          TurnFinished)
 from agent.models import AgentModels
 
 from .attach import AttachedAgent
@@ -57,6 +59,8 @@ class AgentMetrics:
             ["stage"], buckets=STAGE_BUCKETS_S, registry=r)
         self.answer_gaps = Counter("voice_agent_answer_gaps", "Silences longer than 40 ms inside an answer.",
                                    registry=r)
+        self.interruptions = Counter("voice_agent_interruptions", "Sounds over the agent by outcome and reason.",
+                                     ["outcome", "reason"], registry=r)
         self.verdicts = Counter("voice_agent_end_of_turn_verdicts", "End-of-turn model verdicts at pauses.", ["verdict"],
                                 registry=r)
         self.verdict_latency = Histogram("voice_agent_end_of_turn_seconds", "Time the end-of-turn model took per verdict.",
@@ -98,6 +102,8 @@ class AgentMetrics:
                 self.answer_gaps.inc(gaps)
             if event.preemptive:
                 self.preemptions.labels(result="hit").inc()
+        elif isinstance(event, Interruption):
+            self.interruptions.labels(outcome=event.outcome, reason=event.reason).inc()
         elif isinstance(event, EndOfTurnVerdict):
             self.verdicts.labels(verdict="complete" if event.complete else "incomplete").inc()
             self.verdict_latency.observe(event.ms / 1000.0)

@@ -1,6 +1,7 @@
 """Whole calls over WebRTC on loopback: an aiortc client and the real server with real models."""
 
 import asyncio
+import contextlib
 
 import numpy as np
 import pytest
@@ -181,5 +182,59 @@ async def test_a_thinking_pause_mid_question_gets_one_answer_to_the_whole_questi
         assert "madrid" in answer, answer
         paused = [f for f in client.frames if first.ended_at <= f.at < rest.started_at + 0.1]
         assert paused and all(f.dbfs <= AUDIBLE_DBFS for f in paused)  # no audio during the pause
+    finally:
+        await client.close()
+
+
+async def test_a_backchannel_or_a_cough_over_the_answer_is_forgiven(config, models, agent_url, spoken):
+    """ "Uh-huh." or a cough while the agent talks: it falls silent at once, then goes on where it
+    paused within 1.5 s of the sound's end, and the answer finishes (not interrupted)."""
+    rng = np.random.default_rng(3)
+    cough = (rng.normal(0, 1, int(0.25 * 48000)) * np.hanning(int(0.25 * 48000)) * 9000).astype(np.int16)
+    client = await connected_client(config, agent_url)
+    try:
+        sent = client.say(await spoken("Tell me a long story about a brave knight and a dragon."))
+        await sent.done.wait()
+        await client.wait_event(is_type("state", state="speaking"), 90)
+        talking = [e["turn"] for _, e in client.events if e.get("type") == "agent_text"][-1]
+        for sound in (await spoken("Uh-huh."), cough):  # (TTS voices say "mm-hmm" as "mama")
+            await asyncio.sleep(0.8)
+            since = len(client.events)
+            over = client.say(sound)
+            await over.done.wait()
+            with contextlib.suppress(TimeoutError):  # a cough may not even sound like speech
+                event = await client.wait_event(is_type("interruption"), 3, since)
+                assert event["outcome"] == "resumed", f"{event}"
+            again = client.first_audible_after(over.ended_at + 0.05)
+            deadline = asyncio.get_running_loop().time() + 3
+            while again is None and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+                again = client.first_audible_after(over.ended_at + 0.05)
+            assert again is not None and again.at - over.ended_at <= 1.5
+        timeline = await client.wait_event(is_type("timeline", turn=talking), 90)
+        assert timeline["outcome"] == "answered"
+        assert not [e for _, e in client.events if e.get("type") == "barge_in" and e["turn"] == talking]
+    finally:
+        await client.close()
+
+
+async def test_the_agents_own_echo_does_not_interrupt_it(config, models, agent_url, spoken):
+    """A caller on a loudspeaker: the agent's voice comes back into the microphone at -20 dB,
+    50 ms late. The agent must not take it for the user: no barge-in, the answer completes."""
+    client = HeadlessClient(config.ice, echo=(-20.0, 50.0))
+    await client.connect(agent_url)
+    try:
+        await client.wait_event(is_type("hello"), 10)
+        sent = client.say(await spoken("Tell me about the moon in three sentences."))
+        await sent.done.wait()
+        timeline = await client.wait_event(is_type("timeline"), 90)
+        events = [e for _, e in client.events]
+        assert timeline["outcome"] == "answered", timeline
+        assert not [e for e in events if e["type"] == "barge_in"]
+        # Taken for what it is: never even a pause (a pause would leave a gap in the answer).
+        assert all(e["reason"] == "echo" for e in events if e["type"] == "interruption"), events
+        assert timeline["playout"]["gaps"] == 0, timeline["playout"]
+        loud = [f for f in client.frames if f.at >= sent.ended_at and f.dbfs > AUDIBLE_DBFS]
+        assert len(loud) * 0.02 >= 2.0  # seconds of answer, heard whole
     finally:
         await client.close()

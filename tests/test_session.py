@@ -77,10 +77,20 @@ async def test_user_speech_through_the_turn_detector_starts_a_turn_and_interrupt
         session.on_turn_event(event)
     await wait_for(lambda: session.output.queued_samples > 0)
     assert session.turn_count == 1
-    for event in session.turns.feed(voiced(300, seed=9).tobytes()):
-        session.on_turn_event(event)
-    assert session.barge_ins == 1
-    assert session.output.queued_samples == 0
+    # A short sound over the agent: playout pauses at once, nothing is lost, then it resumes.
+    feed(session, voiced(200, seed=9))  # (webrtcvad's overhang adds ~100 ms of voiced time)
+    assert session.output.paused and session.output.pull(960)[1] == 0
+    queued = session.output.queued_samples
+    feed(session, silence(500))
+    assert not session.output.paused and session.output.queued_samples == queued
+    assert session.barge_ins == 0
+    interruptions = [e for e in events if e["type"] == "interruption"]
+    assert interruptions == [{"type": "interruption", "turn": 1, "outcome": "resumed", "reason": "too short", "heard": ""}]
+    # Real words over the agent: the answer stops, and the new words are answered.
+    feed(session, np.concatenate([voiced(1200, seed=5), silence(500)]))
+    await wait_for(lambda: session.barge_ins == 1)
+    assert [e["outcome"] for e in events if e["type"] == "interruption"] == ["resumed", "confirmed"]
+    assert session.turn_count == 2
     await session.close()
 
 
@@ -220,3 +230,30 @@ async def test_an_unfinished_verdict_holds_the_turn_unless_the_words_sound_finis
         assert verdicts[0]["complete"] is False
         assert [v["source"] for v in verdicts[1:]] == (["transcript"] if ends_at_hangover else [])
         await session.close()
+
+
+async def test_a_backchannel_over_the_agent_pauses_the_answer_then_it_resumes_intact():
+    class HearsMmHmm(ScriptedBrain):
+        def new_conversation(self):
+            conversation = super().new_conversation()
+
+            async def transcribe(audio):
+                return "Mm-hmm."
+            conversation.transcribe = transcribe
+            return conversation
+
+    events = []
+    session = AgentSession(load_config(environ={}), HearsMmHmm(), ToneVoice(),
+                           send_event=lambda e: events.append(to_json(e)))
+    feed(session, np.concatenate([silence(300), voiced(700), silence(500)]))
+    await wait_for(lambda: session.output.queued_samples > 48000)
+    session.output.pull(960 * 10)  # a little of the answer has been heard
+    queued = session.output.queued_samples
+    feed(session, np.concatenate([voiced(600, seed=11), silence(500)]))  # "mm-hmm" over the agent
+    assert session.output.paused
+    await wait_for(lambda: not session.output.paused)
+    assert [e for e in events if e["type"] == "interruption"][-1]["reason"] == "backchannel"
+    assert session.output.queued_samples >= queued  # nothing lost: it goes on where it paused
+    assert session.barge_ins == 0 and session.turn_count == 1
+    assert session.conversation.history == [("user", "(stub)")]  # the "mm-hmm" left no trace
+    await session.close()

@@ -7,7 +7,8 @@ from .synth import RATE, noise, silence, voiced
 
 CFG = TurnsConfig(vad_aggressiveness=2, frame_ms=20, start_ms=100, hangover_ms=300, speculative_ms=120,
                   min_speech_ms=200, max_utterance_ms=5000, preroll_ms=200, semantic=False,
-                  incomplete_silence_ms=1500, complete_threshold=0.5, fillers=[], finished_text_ends_turn=True)
+                  incomplete_silence_ms=1500, complete_threshold=0.5, fillers=[], finished_text_ends_turn=True,
+                  forgive_interruptions=False, interrupt_min_ms=400, echo_margin_db=0.0)
 SEMANTIC = CFG.__class__(**{**CFG.__dict__, "semantic": True})
 
 

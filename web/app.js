@@ -77,6 +77,9 @@ function onEvent(event) {
       if (!agentLine) agentLine = addLine("agent", event.text);
       else agentLine.textContent += " " + event.text;
       break;
+    case "interruption":  // you spoke over the agent: it paused, then stopped or went on
+      ui.hearing.textContent = event.outcome === "confirmed" ? "interrupting" : `ignored (${event.reason})`;
+      break;
     case "barge_in":
       if (agentLine) agentLine.classList.add("interrupted");
       agentLine = null;

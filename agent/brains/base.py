@@ -35,6 +35,11 @@ class Conversation(ABC):
         (before the first piece for a cascade; possibly later for a speech-LLM). If it returns
         False before any piece, the reply ends there and the utterance is not kept."""
 
+    async def transcribe(self, audio: np.ndarray) -> str | None:
+        """What the user said in `audio`, without answering it (to judge a sound made over the
+        agent). None: this brain cannot tell before it answers."""
+        return None
+
     @abstractmethod
     def record_agent_reply(self, spoken_text: str) -> None:
         """Store what the agent actually said (only the part that was played) in the history."""

@@ -225,6 +225,7 @@ class CascadeConversation(Conversation):
         self.history: list[dict] = []
         self._reply_start: int | None = None  # history length before the reply in progress
         self._warming: asyncio.Future | None = None
+        self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
 
     def _trim(self, reserve: int = 0) -> None:
         """Keep the last history_turns exchanges (minus `reserve` messages), starting with a user turn."""
@@ -234,9 +235,18 @@ class CascadeConversation(Conversation):
         while self.history and self.history[0]["role"] != "user":
             self.history.pop(0)
 
+    async def transcribe(self, audio: np.ndarray) -> str:
+        text = await self.brain.transcriber.transcribe(audio)
+        self._heard = (audio, text)
+        return text
+
     async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
         self._reply_start = len(self.history)
-        text = await self.brain.transcriber.transcribe(audio)
+        heard, self._heard = self._heard, None
+        if heard is not None and np.array_equal(heard[0], audio):
+            text = heard[1]
+        else:
+            text = await self.brain.transcriber.transcribe(audio)
         if on_transcript(text) is False or not text:
             return
         self.history.append({"role": "user", "content": text})

@@ -42,6 +42,8 @@ class PcmQueue:
         self._segments: deque[Segment] = deque()
         self._queued = 0
         self.max_samples = max_samples
+        self.paused = False  # pull() gives silence and keeps every queued sample (an interruption)
+        self.recent_levels: deque[float] = deque(maxlen=25)  # dBFS of the last 0.5 s of pulls (echo checks)
         # Each is called after every push (the playout track uses it to wake up for fresh audio).
         self.push_listeners: list[Callable[[], None]] = []
 
@@ -69,8 +71,15 @@ class PcmQueue:
     def pull(self, n: int) -> tuple[np.ndarray, int]:
         """Return exactly n samples (silence-padded) and how many of them came from the queue."""
         out = np.zeros(n, dtype=np.int16)
+        try:
+            return self._pull_into(out, n)
+        finally:
+            x = out.astype(np.float64)
+            self.recent_levels.append(10 * np.log10(float(np.dot(x, x)) / (n * 32768.0 ** 2) + 1e-12))
+
+    def _pull_into(self, out: np.ndarray, n: int) -> tuple[np.ndarray, int]:
         filled = 0
-        while filled < n and self._segments:
+        while filled < n and self._segments and not self.paused:
             segment = self._segments[0]
             if segment.played == 0 and segment.on_start is not None:
                 segment.on_start(segment)

@@ -83,7 +83,7 @@ class ModelThread:
             stop.set()
             if not future.done():
                 # Let the worker wind down in the background; it stops at its next item.
-                future.add_done_callback(lambda f: f.exception())
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
