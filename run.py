@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and word error rate per window on questions spoken by several voices with noise")
     bench.add_argument("--end-of-turn", action="store_true", help="the end-of-turn model's accuracy on whole and "
                        "cut-off spoken questions (several voices, noise) and its time per decision")
+    bench.add_argument("--turn-taking", action="store_true", help="thinking pauses mid-question, and backchannels "
+                       "and a cough over answers, over WebRTC: cut-offs, resumptions and their delays")
     bench.add_argument("--floor", action="store_true", help="time each stage alone on idle cores (VAD, ASR, LLM "
                        "first token and per token, each CPU voice's first PCM) at 1 and 2 threads")
     bench.add_argument("--voxtral-arch", action="store_true", help="time the real-size Voxtral-Mini-3B architecture "
@@ -162,6 +164,11 @@ def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPa
         from bench.end_of_turn import run_end_of_turn
 
         asyncio.run(run_end_of_turn(config, args.out))
+        return 0
+    if args.turn_taking:
+        from bench.turn_taking import run_turn_taking
+
+        asyncio.run(run_turn_taking(config, args.out))
         return 0
     if args.floor:
         from bench.floor import run_floor

@@ -114,10 +114,16 @@ class AgentSession:
             self._heard_levels.append(10 * np.log10(float(np.dot(x, x)) / (len(x) * 32768.0 ** 2) + 1e-12))
         for event in self.turns.feed(pcm.tobytes()):
             self.on_turn_event(event)
+        if self._echo and self._turn is not None and self.turns.in_speech and not self.is_echo():
+            # It began as quiet as an echo (a soft onset) but grew louder than one: the user.
+            self._echo = False
+            self._pause_for_interruption()
+            self.emit(SpeechStarted())
 
     def is_echo(self) -> bool:
-        """Is the speech that just started the agent's own voice coming back (a loudspeaker)?
-        It is when it is `turns.echo_margin_db` quieter than what the agent played just now."""
+        """Is the speech now heard the agent's own voice coming back (a loudspeaker)? It is while
+        it stays `turns.echo_margin_db` quieter than what the agent played in the last 0.5 s
+        (checked at its start, and again with every chunk while it lasts)."""
         margin = self.config.turns.echo_margin_db
         if margin <= 0 or not self.output.recent_levels or not self._heard_levels:
             return False
@@ -139,11 +145,7 @@ class AgentSession:
             self._verdict = None
             self.discard_preemption()
             if self._turn is not None and self._interrupted is None:
-                if self.config.turns.forgive_interruptions:
-                    self._interrupted = self._turn
-                    self.output.paused = True  # the next outbound frame is silence; nothing is lost
-                else:
-                    self.barge_in()
+                self._pause_for_interruption()
             self.emit(SpeechStarted())
         elif event.kind == "speech_pause":
             assert event.audio is not None
@@ -170,6 +172,13 @@ class AgentSession:
             self.emit(SpeechDiscarded(event.voiced_ms))
 
     # -- interruptions ---------------------------------------------------------------------
+    def _pause_for_interruption(self) -> None:
+        if self.config.turns.forgive_interruptions:
+            self._interrupted = self._turn
+            self.output.paused = True  # the next outbound frame is silence; nothing is lost
+        else:
+            self.barge_in()
+
     def _judge_interruption(self, event: TurnEvent) -> None:
         """The sound over the agent ended: words, or a cough / "mm-hmm"? Its transcript decides
         (the answer stays paused meanwhile); a brain that cannot transcribe first takes it as words."""

@@ -16,6 +16,7 @@ from agent.testing import stub_models
 from .asr_windows import measure_windows, windows_markdown
 from .end_of_turn import end_of_turn_markdown, measure_end_of_turn
 from .floor import FloorRow, floor_markdown, measure_floor
+from .turn_taking import measure_turn_taking, turn_taking_markdown
 from .questions import questions_for
 from .report import REPO, machine_description, markdown, print_run, write_run_files
 from .results import BenchRun
@@ -112,6 +113,7 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     windows = await measure_windows(config)
     (out_dir / "asr-windows.json").write_text(json.dumps([asdict(r) for r in windows], indent=2))
     verdicts = await measure_end_of_turn(config)
+    turn_taking = await measure_turn_taking(config)
     (out_dir / "end-of-turn.json").write_text(json.dumps([asdict(r) for r in verdicts], indent=2))
 
     runs: list[tuple[BenchRun, str]] = []
@@ -172,6 +174,10 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         "before the user has finished.",
         "",
         end_of_turn_markdown(verdicts),
+        "",
+        "## Turn-taking over WebRTC (`./dev.sh bench --turn-taking`)",
+        "",
+        turn_taking_markdown(turn_taking),
         "",
         "## Runs over WebRTC",
         "",
