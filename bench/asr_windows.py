@@ -9,7 +9,6 @@ the fastest window whose WER is no worse than the full 30 s window's (figures in
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from agent.brains import cascade
 from agent.config import Config
+from agent.pipeline.transcripts import word_error_rate as wer
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 
 from .questions import load_speakers, spoken
@@ -36,21 +36,6 @@ TEXTS = (
     "Who wrote the play Romeo and Juliet?",
     "Explain in simple words how a rainbow forms.",
 )
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate (Levenshtein distance over words / reference words)."""
-    ref, hyp = words(reference), words(hypothesis)
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)] / max(1, len(ref))
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agent.config import load_config  # noqa: E402
+from agent.pipeline.transcripts import word_error_rate as wer  # noqa: E402,F401  (tests import it from here)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -78,18 +79,3 @@ def save_wav(path: Path, samples_48k: np.ndarray) -> None:
 
     path.parent.mkdir(exist_ok=True)
     write_wav(path, samples_48k, 48000)
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate (Levenshtein over words)."""
-    ref, hyp = words(reference), words(hypothesis)
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)] / max(1, len(ref))

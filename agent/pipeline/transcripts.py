@@ -3,6 +3,7 @@
 - `is_only_filler`: a transcript that is empty, only sounds whisper wrote down as annotations
   ("(coughs)", "[BLANK_AUDIO]", "*sigh*"), or only fillers and backchannels ("mm-hmm", "uh",
   "yeah", ...) starts no answer.
+- `word_error_rate`: how far a transcript is from what was said (tests and the benchmark).
 - `sounds_finished`: a transcript that ends a sentence (whisper's "." "?" "!") on a word that
   can end one ("... flower nectar?", not "... the capital of?"). When the end-of-turn model
   calls an utterance unfinished but the preemptive answer's transcript sounds finished, the
@@ -42,3 +43,14 @@ def sounds_finished(text: str) -> bool:
         return False
     spoken = words_of(stripped)
     return bool(spoken) and spoken[-1] not in WEAK_ENDINGS
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word error rate: Levenshtein distance over lower-case words / the reference's words."""
+    ref, hyp = re.findall(r"[a-z0-9']+", reference.lower()), re.findall(r"[a-z0-9']+", hypothesis.lower())
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(1, len(ref))
