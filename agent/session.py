@@ -36,6 +36,7 @@ from agent.config import Config
 from agent.events import (BargeIn, EndOfTurnVerdict, Event, Interruption, PreemptionDiscarded, SpeechDiscarded,
                           SpeechStarted, State, StateChanged, TurnError)
 from agent.pipeline.end_of_turn import SmartTurn, Verdict
+from agent.pipeline.audio import rms_dbfs
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.transcripts import is_only_filler, sounds_finished, words_of
@@ -110,8 +111,7 @@ class AgentSession:
         if self._closed:
             return
         if len(pcm):
-            x = pcm.astype(np.float64)
-            self._heard_levels.append(10 * np.log10(float(np.dot(x, x)) / (len(x) * 32768.0 ** 2) + 1e-12))
+            self._heard_levels.append(rms_dbfs(pcm))
         for event in self.turns.feed(pcm.tobytes()):
             self.on_turn_event(event)
         if self._echo and self._turn is not None and self.turns.in_speech and not self.is_echo():

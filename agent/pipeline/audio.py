@@ -76,15 +76,22 @@ def trim_silence(samples: np.ndarray, rate: int, threshold: float = 0.01, pad_ms
     return samples[max(0, loud[0] - pad): loud[-1] + pad]
 
 
+def block_levels_dbfs(samples: np.ndarray, rate: int) -> np.ndarray:
+    """The loudness of each whole 10 ms block, in dBFS (int16 or float samples in [-1, 1])."""
+    block = rate // 100
+    x = samples[: len(samples) // block * block].astype(np.float64)
+    if samples.dtype == np.int16:
+        x /= 32768.0
+    return 10 * np.log10(np.mean(x.reshape(-1, block) ** 2, axis=1) + 1e-12)
+
+
 def trim_edges(samples: np.ndarray, rate: int, lead_ms: int, tail_ms: int, floor_dbfs: float = -45.0) -> np.ndarray:
     """Cut the silence before the first and after the last 10 ms block louder than `floor_dbfs`,
     keeping `lead_ms` and `tail_ms` of it (float or int16 samples)."""
     block = rate // 100
     if len(samples) < block:
         return samples
-    x = samples.astype(np.float32) / (32768.0 if samples.dtype == np.int16 else 1.0)
-    blocks = x[: len(x) // block * block].reshape(-1, block)
-    loud = np.flatnonzero(np.sqrt(np.mean(blocks ** 2, axis=1)) > 10 ** (floor_dbfs / 20))
+    loud = np.flatnonzero(block_levels_dbfs(samples, rate) > floor_dbfs)
     if len(loud) == 0:
         return samples[:0]
     start = max(0, loud[0] * block - rate * lead_ms // 1000)

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from agent.pipeline.audio import rms_dbfs
+
 SAMPLE_RATE = 48000  # the queue holds audio at the wire rate: the outbound track sends it as it is
 
 @dataclass
@@ -70,12 +72,9 @@ class PcmQueue:
 
     def pull(self, n: int) -> tuple[np.ndarray, int]:
         """Return exactly n samples (silence-padded) and how many of them came from the queue."""
-        out = np.zeros(n, dtype=np.int16)
-        try:
-            return self._pull_into(out, n)
-        finally:
-            x = out.astype(np.float64)
-            self.recent_levels.append(10 * np.log10(float(np.dot(x, x)) / (n * 32768.0 ** 2) + 1e-12))
+        out, filled = self._pull_into(np.zeros(n, dtype=np.int16), n)
+        self.recent_levels.append(rms_dbfs(out) if filled else float("-inf"))
+        return out, filled
 
     def _pull_into(self, out: np.ndarray, n: int) -> tuple[np.ndarray, int]:
         filled = 0
