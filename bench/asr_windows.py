@@ -8,11 +8,9 @@ the fastest window whose WER is no worse than the full 30 s window's (figures in
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 from agent.brains import cascade
 from agent.config import Config
@@ -20,6 +18,7 @@ from agent.pipeline.transcripts import word_error_rate as wer
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 
 from .questions import load_speakers, spoken
+from .report import write_json
 
 WINDOWS_S = (0.0, 15.0, 10.0, 8.0, 6.0, 4.0)  # 0 = whisper's full 30 s window
 TEXTS = (
@@ -88,7 +87,5 @@ def windows_markdown(results: list[WindowResult]) -> str:
 async def run_asr_windows(config: Config, out_dir: str | None = None) -> list[WindowResult]:
     results = await measure_windows(config)
     print(windows_markdown(results))
-    target = Path(out_dir or "artifacts/bench")
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "asr-windows.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    write_json("asr-windows.json", results, out_dir)
     return results

@@ -10,10 +10,8 @@ a whole sentence, with a falling end: the harder case for the model).
 
 from __future__ import annotations
 
-import json
 import statistics
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +20,7 @@ from agent.pipeline.end_of_turn import MODEL, SmartTurn
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 
 from .questions import Question, load_speakers, spoken
+from .report import write_json
 
 # (the whole question, where a speaker might pause to think)
 CLIPS = (
@@ -111,7 +110,5 @@ def end_of_turn_markdown(results: list[EndOfTurnResult]) -> str:
 async def run_end_of_turn(config: Config, out_dir: str | None = None) -> list[EndOfTurnResult]:
     results = await measure_end_of_turn(config)
     print(end_of_turn_markdown(results))
-    target = Path(out_dir or "artifacts/bench")
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "end-of-turn.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    write_json("end-of-turn.json", results, out_dir)
     return results

@@ -9,23 +9,23 @@ config/default.toml come from this table (BENCHMARKS.md has the latest). Set
 
 from __future__ import annotations
 
-import json
+import asyncio
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from agent.brains import cascade
 from agent.config import Config
-from agent.pipeline.audio import StreamResampler
 from agent.pipeline.turns import TurnDetector
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 from agent.voices import voice_kind
+from agent.voices.base import render
 
 from .questions import DEFAULT_QUESTIONS
+from .report import write_json
 
 PHRASES = ("Spiders have eight", "The capital of France is Paris.")  # a first phrase; a whole sentence
 REPEATS = 5
@@ -60,19 +60,6 @@ def _vad(config: Config) -> FloorRow:
     per_frame_ms = (time.perf_counter() - started) * 1000.0 / n
     return FloorRow("VAD decision (one frame)", f"webrtcvad, {config.turns.frame_ms} ms frames",
                     round(per_frame_ms, 3), round(per_frame_ms, 3), n)
-
-
-def _speech_16k(voice, text: str) -> np.ndarray:
-    """A spoken question at 16 kHz, made with a voice's blocking path (no event loop)."""
-    import asyncio
-
-    async def speak() -> np.ndarray:
-        resampler = StreamResampler(16000)
-        parts = [resampler.samples(chunk, voice.sample_rate) async for chunk in voice.speak(text)]
-        parts.append(resampler.finish())
-        return np.concatenate(parts)
-
-    return asyncio.run(speak())
 
 
 def _asr(config: Config, paths, audio: np.ndarray, threads: int) -> FloorRow:
@@ -110,8 +97,6 @@ def _llm(config: Config, paths, threads: int) -> list[FloorRow]:
 
 
 def _voice(config: Config, kind_name: str, paths, threads: int) -> list[FloorRow]:
-    import asyncio
-
     voice = voice_kind(kind_name).load(config.replace(**{"voice.threads": threads}), paths)
 
     async def first_pcm(text: str) -> float:
@@ -145,7 +130,7 @@ def measure_floor(config: Config, thread_counts: tuple[int, ...] = (1, 2),
                          progress=False)
     rows = [_vad(config)]
     speaker = voice_kind("hibari").load(config, paths)
-    question = _speech_16k(speaker, DEFAULT_QUESTIONS[1])
+    question = asyncio.run(render(speaker, DEFAULT_QUESTIONS[1], 16000, trim=False))
     speaker.close()
     for threads in thread_counts:
         rows.append(_asr(config, paths, question, threads))
@@ -166,8 +151,5 @@ def floor_markdown(rows: list[FloorRow]) -> str:
 def run_floor(config: Config, out_dir: str | None = None) -> list[FloorRow]:
     rows = measure_floor(config)
     print(floor_markdown(rows))
-    target = Path(out_dir or "artifacts/bench")
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "floor.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    print(f"wrote {target / 'floor.json'}")
+    print(f"wrote {write_json('floor.json', rows, out_dir)}")
     return rows

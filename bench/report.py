@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -247,6 +248,23 @@ def markdown(run: BenchRun, chart_name: str | None = None, heading: str = "##") 
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+DEFAULT_OUT = Path("artifacts") / "bench"
+
+
+def write_json(name: str, data, out_dir: str | Path | None = None) -> Path:
+    """Write a result (a dataclass, a list of them, or plain JSON data) as `name` into out_dir
+    (default artifacts/bench)."""
+    target = Path(out_dir or DEFAULT_OUT)
+    target.mkdir(parents=True, exist_ok=True)
+    if dataclasses.is_dataclass(data):
+        data = dataclasses.asdict(data)
+    elif isinstance(data, list):
+        data = [dataclasses.asdict(d) if dataclasses.is_dataclass(d) else d for d in data]
+    path = target / name
+    path.write_text(json.dumps(data, indent=2))
+    return path
 
 
 def write_run_files(run: BenchRun, out_dir: Path) -> list[Path]:

@@ -4,12 +4,10 @@ memory over time (`run.py bench --soak MINUTES`)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from agent.config import Config
 from agent.testing import stub_models
@@ -18,6 +16,7 @@ from signaling.client import HeadlessClient
 from signaling.server import loopback_config, running_server
 
 from .questions import questions_for
+from .report import write_json
 from .runner import load_real_models
 # -- soak -------------------------------------------------------------------------------------
 def rss_mb() -> float:
@@ -84,9 +83,7 @@ async def soak(config: Config, minutes: float, stub: bool = True, interval_s: fl
         "rss_growth_mb": round(samples[-1].rss_mb - samples[0].rss_mb, 1) if samples else 0.0,
         "turns": samples[-1].turns if samples else 0,
     }
-    target = Path(out_dir or os.path.join("artifacts", "bench"))
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "soak.json").write_text(json.dumps(result, indent=2))
+    write_json("soak.json", result, out_dir)
     print(f"soak: {result['turns']} turns in {minutes:g} min; outbound clock max behind {result['max_behind_ms']} ms, "
           f"re-anchored {result['stalls']} times; RSS growth {result['rss_growth_mb']} MiB")
     return result

@@ -5,10 +5,8 @@ calls at once; each run is written to docs/benchmarks/ and summarised in BENCHMA
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
-from dataclasses import asdict
 
 from agent.config import Config
 from agent.testing import stub_models
@@ -18,7 +16,7 @@ from .end_of_turn import end_of_turn_markdown, measure_end_of_turn
 from .floor import FloorRow, floor_markdown, measure_floor
 from .turn_taking import measure_turn_taking, turn_taking_markdown
 from .questions import questions_for
-from .report import REPO, machine_description, markdown, print_run, write_run_files
+from .report import REPO, write_json, machine_description, markdown, print_run, write_run_files
 from .results import BenchRun
 from .runner import bench_in_process, load_real_models
 
@@ -109,12 +107,13 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     out_dir.mkdir(parents=True, exist_ok=True)
     floor = await asyncio.to_thread(measure_floor, config)
     print(floor_markdown(floor))
-    (out_dir / "floor.json").write_text(json.dumps([asdict(r) for r in floor], indent=2))
+    write_json("floor.json", floor, out_dir)
     windows = await measure_windows(config)
-    (out_dir / "asr-windows.json").write_text(json.dumps([asdict(r) for r in windows], indent=2))
+    write_json("asr-windows.json", windows, out_dir)
     verdicts = await measure_end_of_turn(config)
+    write_json("end-of-turn.json", verdicts, out_dir)
     turn_taking = await measure_turn_taking(config)
-    (out_dir / "end-of-turn.json").write_text(json.dumps([asdict(r) for r in verdicts], indent=2))
+    write_json("turn-taking.json", turn_taking, out_dir)
 
     runs: list[tuple[BenchRun, str]] = []
     models = await load_real_models(config)

@@ -14,10 +14,8 @@ Two scenarios against the real agent, callers in a noisy room (see `questions`):
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +24,7 @@ from signaling.client import HeadlessClient
 from signaling.server import loopback_config, running_server
 
 from .questions import ROOM_NOISE_DBFS, load_speakers, spoken
+from .report import write_json
 from .runner import load_real_models
 
 PAUSED = ("What is the capital of Spain?", "How many moons does Jupiter have?", "Which planet is closest to the sun?",
@@ -148,7 +147,5 @@ def turn_taking_markdown(r: TurnTakingResult) -> str:
 async def run_turn_taking(config: Config, out_dir: str | None = None) -> TurnTakingResult:
     result = await measure_turn_taking(config)
     print(turn_taking_markdown(result))
-    target = Path(out_dir or "artifacts/bench")
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "turn-taking.json").write_text(json.dumps(asdict(result), indent=2))
+    write_json("turn-taking.json", result, out_dir)
     return result

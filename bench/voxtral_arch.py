@@ -13,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .report import write_json
+
 # Voxtral-Mini-3B-2507's architecture: a Whisper-large-v3 encoder and a 3B Llama-style decoder.
 MINI_3B = {
     "audio_config": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
@@ -120,9 +122,6 @@ def time_architecture(size: str = "mini-3b", utterances=(2.0, 5.0, 10.0), repeat
 
 def print_architecture_timings(out_dir: str | None) -> int:
     """`run.py bench --voxtral-arch`: time the real-size architecture, print a table, write JSON."""
-    import json
-    from pathlib import Path
-
     import torch
 
     if not torch.cuda.is_available():
@@ -135,7 +134,5 @@ def print_architecture_timings(out_dir: str | None) -> int:
     for r in results:
         print(f"{r['utterance_s']:>9.0f}s {r['audio_tokens']:>9} {r['encode_ms_median']:>10.1f} "
               f"{r['first_token_ms_median']:>10.1f} {r['inter_token_ms_median']:>9.1f} {r['inter_token_ms_p90']:>9.1f}")
-    target = Path(out_dir or "artifacts/bench")
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "voxtral-arch.json").write_text(json.dumps({"device": device, "results": results}, indent=2))
+    write_json("voxtral-arch.json", {"device": device, "results": results}, out_dir)
     return 0

@@ -7,17 +7,11 @@ import numpy as np
 import pytest
 
 from agent.pipeline.audio import StreamResampler
+from agent.voices.base import render
 
 from .conftest import wer
 
 pytestmark = pytest.mark.models
-
-
-async def speak_16k(voice, text):
-    resampler = StreamResampler(16000)
-    parts = [resampler.samples(chunk, voice.sample_rate) async for chunk in voice.speak(text)]
-    parts.append(resampler.finish())
-    return np.concatenate(parts)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ async def test_the_voice_speaks_and_whisper_transcribes_it_back(models, cpu_voic
     ]
     errors = []
     for sentence in sentences:
-        audio = await speak_16k(cpu_voices[voice_name], sentence)
+        audio = await render(cpu_voices[voice_name], sentence, 16000, trim=False)
         assert len(audio) > 16000 * 1.0  # at least a second of speech
         heard = await models.brain.transcriber.transcribe(audio)
         errors.append(wer(sentence, heard))
