@@ -12,14 +12,11 @@ text pieces and is cancelled by closing it (the session cancels the task that it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from pathlib import Path
-from typing import AsyncIterator, Callable, Mapping
+from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from agent.config import Config
-from agent.runtime.model_files import ModelFile
+from agent.runtime.choice import Kind
 
 # Called with what the user said; returning False means "do not answer it" (only fillers or
 # noise): the brain then stops without answering and keeps nothing of the turn.
@@ -68,13 +65,4 @@ class Brain(ABC):
         """Release model threads."""
 
 
-@dataclass(frozen=True)
-class BrainKind:
-    """How a brain is chosen and loaded (one per brain module, as `KIND`)."""
-
-    name: str
-    model_files: Callable[[Config], tuple[ModelFile, ...]]  # the verified files it needs
-    load: Callable[[Config, Mapping[str, Path]], Brain]  # config, verified paths by relpath
-    # For brain.kind = auto: None if it can run here, else why not (the log says it).
-    unavailable: Callable[[Config], str | None] = lambda _config: None
-    why: str = ""  # why auto picks it when it is available
+BrainKind = Kind[Brain]  # how a brain is chosen and loaded (each brain module's `KIND`)

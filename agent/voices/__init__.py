@@ -8,7 +8,7 @@ read the names cheaply.
 
 from __future__ import annotations
 
-import importlib
+from agent.runtime.choice import choose_kind, kind_of
 
 AUTO = "auto"
 # config name -> module. `voice.kind = auto` takes the first one that can run here, in this order:
@@ -23,11 +23,9 @@ CHOICES = (AUTO, *VOICES)
 
 def voice_kind(name: str):
     """The `VoiceKind` of a configured name (not auto)."""
-    return importlib.import_module(VOICES[name]).KIND
+    return kind_of(VOICES, name)
 
 
 def choose_voice(config) -> tuple[str, str]:
     """Resolve `voice.kind` (auto or a name) into (name, the reason, for the log)."""
-    from agent.runtime.choice import choose_kind
-
     return choose_kind(config.voice.kind, "voice.kind", VOICES, voice_kind, config)

@@ -9,15 +9,12 @@ exposes `KIND`, a `VoiceKind` naming its model files and how to load it; the reg
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from pathlib import Path
-from typing import AsyncIterator, Callable, Mapping
+from typing import AsyncIterator
 
 import numpy as np
 
-from agent.config import Config
 from agent.pipeline.audio import StreamResampler, trim_silence
-from agent.runtime.model_files import ModelFile
+from agent.runtime.choice import Kind
 
 
 class Voice(ABC):
@@ -35,16 +32,7 @@ class Voice(ABC):
         """Release model threads."""
 
 
-@dataclass(frozen=True)
-class VoiceKind:
-    """How a voice is loaded (one per voice module, as `KIND`)."""
-
-    name: str
-    model_files: Callable[[Config], tuple[ModelFile, ...]]  # the verified files it needs
-    load: Callable[[Config, Mapping[str, Path]], Voice]  # config, verified paths by relpath
-    # For voice.kind = auto: None if it can run here, else why not (the log says it).
-    unavailable: Callable[[Config], str | None] = lambda _config: None
-    why: str = ""  # why auto picks it when it is available
+VoiceKind = Kind[Voice]  # how a voice is chosen and loaded (each voice module's `KIND`)
 
 
 async def render(voice: Voice, text: str, rate: int, trim: bool = True) -> np.ndarray:
