@@ -13,13 +13,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-import numpy as np
 
 from agent.config import Config
 from agent.pipeline.end_of_turn import MODEL, SmartTurn
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 
-from .questions import Question, load_speakers, spoken
+from .questions import Question, load_speakers, quietest_point, spoken
 from .report import write_json
 
 # (the whole question, where a speaker might pause to think)
@@ -42,10 +41,7 @@ CLIPS = (
 def stopped_midway(question: Question) -> Question:
     """The question cut at its quietest 20 ms between 45% and 75% of the way through."""
     audio = question.speech
-    block = 320
-    lo, hi = int(len(audio) * 0.45) // block, int(len(audio) * 0.75) // block
-    energy = [float(np.mean(audio[i * block:(i + 1) * block].astype(np.float64) ** 2)) for i in range(lo, hi)]
-    cut = (lo + int(np.argmin(energy))) * block
+    cut = quietest_point(audio, 16000, 0.45, 0.75)
     return Question(f"{question.label} (stopped at {cut / 16000:.1f} s)", audio[:cut], question.speaker)
 
 

@@ -65,6 +65,15 @@ def add_noise(speech: np.ndarray, rate: int, snr_db: float, seed: int) -> np.nda
     return np.clip(noise, -32768, 32767).astype(np.int16)
 
 
+def quietest_point(audio: np.ndarray, rate: int, start: float, end: float) -> int:
+    """The sample where the quietest 20 ms block between `start` and `end` (fractions of the way
+    through) begins: where a voice stopping mid-sentence to think would stop."""
+    block = rate // 50
+    lo, hi = int(len(audio) * start) // block, int(len(audio) * end) // block
+    energy = [float(np.mean(audio[i * block:(i + 1) * block].astype(np.float64) ** 2)) for i in range(lo, hi)]
+    return (lo + int(np.argmin(energy))) * block
+
+
 def load_speakers(config: Config) -> dict[str, Voice]:
     """One loaded voice per speaker kind (Kokoro switches packs per question)."""
     kinds = sorted({kind for kind, _ in SPEAKERS})

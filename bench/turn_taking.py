@@ -23,7 +23,7 @@ from agent.config import Config
 from signaling.client import HeadlessClient
 from signaling.server import loopback_config, running_server
 
-from .questions import ROOM_NOISE_DBFS, load_speakers, spoken
+from .questions import ROOM_NOISE_DBFS, load_speakers, quietest_point, spoken
 from .report import write_json
 from .runner import load_real_models
 
@@ -43,13 +43,6 @@ class TurnTakingResult:
     stopped: int = 0
     resume_ms: list[float] = field(default_factory=list)  # end of the sound -> the answer heard again
     details: list[str] = field(default_factory=list)
-
-
-def _stop_point(audio: np.ndarray) -> int:
-    block = 960
-    lo, hi = int(len(audio) * 0.55) // block, int(len(audio) * 0.75) // block
-    energy = [float(np.mean(audio[i * block:(i + 1) * block].astype(np.float64) ** 2)) for i in range(lo, hi)]
-    return (lo + int(np.argmin(energy))) * block
 
 
 async def _first_audible(client: HeadlessClient, after: float, within_s: float) -> float | None:
@@ -82,7 +75,7 @@ async def measure_turn_taking(config: Config) -> TurnTakingResult:
             await client.wait_event(lambda e: e.get("type") == "hello", 10)
             await asyncio.sleep(0.5)
             for question in paused:
-                cut = _stop_point(question.speech)
+                cut = quietest_point(question.speech, 48000, 0.55, 0.75)
                 since = len(client.events)
                 client.say(question.speech[:cut])
                 client.say(np.zeros(int(0.8 * 48000), dtype=np.int16))
