@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and word error rate per window on questions spoken by several voices with noise")
     bench.add_argument("--end-of-turn", action="store_true", help="the end-of-turn model's accuracy on whole and "
                        "cut-off spoken questions (several voices, noise) and its time per decision")
+    bench.add_argument("--backchannels", action="store_true", help="what short sounds over the agent are taken for: "
+                       "backchannels forgiven and real interruptions stopping the answer, through whisper")
     bench.add_argument("--turn-taking", action="store_true", help="thinking pauses mid-question, and backchannels "
                        "and a cough over answers, over WebRTC: cut-offs, resumptions and their delays")
     bench.add_argument("--floor", action="store_true", help="time each stage alone on idle cores (VAD, ASR, LLM "
@@ -164,6 +166,11 @@ def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPa
         from bench.end_of_turn import run_end_of_turn
 
         asyncio.run(run_end_of_turn(config, args.out))
+        return 0
+    if args.backchannels:
+        from bench.backchannels import run_backchannels
+
+        asyncio.run(run_backchannels(config, args.out))
         return 0
     if args.turn_taking:
         from bench.turn_taking import run_turn_taking

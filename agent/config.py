@@ -105,6 +105,8 @@ class AsrConfig:
     language: str
     window_s: float
     no_speech_threshold: float
+    unclear_logprob: float
+    unclear_max_words: int
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ Two scenarios against the real agent, callers in a noisy room (see `questions`):
   0.8 s of silence, then the rest. Counted: cut-offs (the agent answered the first part, i.e.
   more than one turn for the question), and the time from the end of the whole question to the
   answer (what waiting for the rest costs).
-- **sounds over an answer:** a backchannel ("Yeah.", "Uh-huh.") or a 250 ms cough while the agent
-  answers a long question. Counted: resumed answers, and how long after the sound the answer was
-  heard again.
+- **sounds over an answer:** a backchannel ("Yeah.", "Uh-huh.", "Mm-hmm.") or a 250 ms cough while
+  the agent answers a long question. Counted: resumed answers, how long after the sound the answer
+  was heard again, and whether it then played to its end.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .runner import load_real_models
 PAUSED = ("What is the capital of Spain?", "How many moons does Jupiter have?", "Which planet is closest to the sun?",
           "What should I cook for dinner tonight?", "Who painted the Mona Lisa?", "How long should I boil an egg?")
 LONG = "Tell me a long story about a lighthouse keeper and a storm."
-BACKCHANNELS = ("Yeah.", "Uh-huh.")
+BACKCHANNELS = ("Yeah.", "Uh-huh.", "Mm-hmm.")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class TurnTakingResult:
     resumed: int = 0
     stopped: int = 0
     resume_ms: list[float] = field(default_factory=list)  # end of the sound -> the answer heard again
+    finished: int = 0  # resumed answers that then played to their end
     details: list[str] = field(default_factory=list)
 
 
@@ -112,7 +113,9 @@ async def measure_turn_taking(config: Config) -> TurnTakingResult:
                 elif again is not None:
                     result.resumed += 1
                     result.resume_ms.append(round((again - over.ended_at) * 1000, 1))
-                await client.wait_event(lambda e: e.get("type") == "timeline", 90, since)
+                finished = await client.wait_event(lambda e: e.get("type") == "timeline", 90, since)
+                if not stopped and again is not None and finished.get("outcome") == "answered":
+                    result.finished += 1
                 await asyncio.sleep(0.5)
             await client.close()
     finally:
@@ -129,7 +132,8 @@ def turn_taking_markdown(r: TurnTakingResult) -> str:
         f"| questions with a 0.8 s thinking pause | {r.paused_questions - r.cut_offs} of {r.paused_questions} answered "
         f"whole ({r.cut_offs} cut off) |",
         f"| end of such a question -> answer heard (median ms) | {median(r.answer_after_pause_ms)} |",
-        f"| backchannels and a cough over an answer | {r.resumed} of {r.sounds_over_answers} resumed, {r.stopped} stopped |",
+        f"| backchannels and a cough over an answer | {r.resumed} of {r.sounds_over_answers} resumed ({r.finished} "
+        f"played to the end), {r.stopped} stopped |",
         f"| end of the sound -> answer heard again (median ms) | {median(r.resume_ms)} |",
     ]
     if r.details:

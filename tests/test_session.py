@@ -169,9 +169,11 @@ async def test_a_turn_of_only_fillers_or_noise_starts_no_answer():
     from agent.pipeline.transcripts import is_only_filler
 
     fillers = load_config(environ={}).turns.fillers
-    for text in ("Mm-hmm.", "Uh huh", "(coughing)", "[BLANK_AUDIO]", "", "Yeah, okay."):
+    for text in ("Mm-hmm.", "Uh huh", "(coughing)", "[BLANK_AUDIO]", "", "Yeah, okay.", "Mmm-hmm.", "Hmmm...",
+                 "Mhm", "(unclear: Come on.)"):
         assert is_only_filler(text, fillers), text
-    for text in ("Yeah, what is the capital of France?", "Right now?", "Okay, stop.", "Hmm, tell me more."):
+    for text in ("Yeah, what is the capital of France?", "Right now?", "Okay, stop.", "Hmm, tell me more.",
+                 "Uh-uh.", "Come on."):
         assert not is_only_filler(text, fillers), text
 
     class SaysMmHmm(ScriptedBrain):

@@ -67,6 +67,16 @@ def drop_repetition(text: str, min_words: int = 3) -> str:
     return text
 
 
+def mark_unclear(text: str, mean_logprob: float, config: AsrConfig) -> str:
+    """A short transcript whisper is unsure of, as "(unclear: ...)": a "mm-hmm", a grunt or a
+    cough often comes out as a few random words, with a low mean log-probability per token; in
+    parentheses, like whisper's own "(coughs)", it counts as noise (`is_only_filler`)."""
+    if (config.unclear_logprob < 0 and mean_logprob < config.unclear_logprob
+            and 0 < len(text.split()) <= config.unclear_max_words):
+        return f"(unclear: {text.replace('(', '').replace(')', '')})"
+    return text
+
+
 class WhisperTranscriber:
     """whisper tiny.en through faster-whisper's CTranslate2 model, with a shorter encoder window.
 
@@ -118,10 +128,11 @@ class WhisperTranscriber:
         # ~4 tokens per second of speech is plenty; the bound stops a repetition loop early.
         max_tokens = 16 + int(8 * len(samples) / 16000)
         result = self._model.model.generate(encoded, [self._prompt], beam_size=self.config.beam_size,
-                                            max_length=max_tokens, return_no_speech_prob=True)[0]
+                                            max_length=max_tokens, return_no_speech_prob=True, return_scores=True)[0]
         if result.no_speech_prob > self.config.no_speech_threshold:
             return ""
-        return drop_repetition(self._tokenizer.decode(result.sequences_ids[0]).strip())
+        text = drop_repetition(self._tokenizer.decode(result.sequences_ids[0]).strip())
+        return mark_unclear(text, result.scores[0], self.config)
 
     async def transcribe(self, audio: np.ndarray) -> str:
         return await self.thread.run(self.transcribe_blocking, audio)

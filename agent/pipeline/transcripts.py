@@ -1,7 +1,7 @@
 """What a transcript says about the turn.
 
 - `is_only_filler`: a transcript that is empty, only sounds whisper wrote down as annotations
-  ("(coughs)", "[BLANK_AUDIO]", "*sigh*"), or only fillers and backchannels ("mm-hmm", "uh",
+  ("(coughs)", "[BLANK_AUDIO]", "*sigh*", and the ASR's own "(unclear: ...)"), or only fillers and backchannels ("mm-hmm", "uh",
   "yeah", ...) starts no answer.
 - `word_error_rate`: how far a transcript is from what was said (tests and the benchmark).
 - `sounds_finished`: a transcript that ends a sentence (whisper's "." "?" "!") on a word that
@@ -25,12 +25,20 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(_ANNOTATION.sub(" ", text.lower()))
 
 
+def _squeezed(word: str) -> str:
+    """A word with repeated letters squeezed within each hyphenated part, and the hyphens out:
+    "Mmm-hmm", "mm-hmm" and "mhm" are all "mhm"; "hmmm" is "hm" (whisper spells these sounds many
+    ways), while "uh-huh" ("uhhuh", yes) stays apart from "uh-uh" ("uhuh", no)."""
+    return "".join(re.sub(r"(.)\1+", r"\1", part) for part in word.split("-"))
+
+
 def is_only_filler(text: str, fillers: list[str]) -> bool:
-    """True if `text` holds no words beyond `fillers` (phrases like "uh huh" match as a whole too)."""
-    spoken = words_of(text)
+    """True if `text` holds no words beyond `fillers` (phrases like "uh huh" match as a whole too;
+    spellings that differ only in repeated letters or hyphens match: "Mmm-hmm" is "mm-hmm")."""
+    spoken = [_squeezed(w) for w in words_of(text)]
     if not spoken:
         return True
-    known = {" ".join(words_of(f)) for f in fillers}
+    known = {" ".join(_squeezed(w) for w in words_of(f)) for f in fillers}
     singles = {w for f in known for w in f.split()}
     joined = " ".join(spoken)
     return joined in known or all(w in singles for w in spoken)
