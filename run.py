@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--stub", action="store_true", help="instant scripted brain and tone voice: measure the "
                        "pipeline and transport alone")
     bench.add_argument("--concurrency", type=int, default=1, metavar="K", help="K calls at once (default 1)")
+    bench.add_argument("--together", action="store_true", help="with --concurrency K: all K callers finish a question "
+                       "at the same moment, --turns rounds of it: each caller's voice-to-voice, gaps inside answers, "
+                       "queue waits and refused calls")
     bench.add_argument("--url", help="benchmark a running agent at this URL instead of one in-process")
     bench.add_argument("--prefetch", type=int, default=1, help="the client's receive jitter-buffer prefetch in packets "
                        "(default 1; the agent's own is ice.jitter_prefetch)")
@@ -166,6 +169,11 @@ def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPa
         from bench.end_of_turn import run_end_of_turn
 
         asyncio.run(run_end_of_turn(config, args.out))
+        return 0
+    if args.together:
+        from bench.together import run_together
+
+        asyncio.run(run_together(config, args.concurrency, args.turns, args.wav, args.out))
         return 0
     if args.backchannels:
         from bench.backchannels import run_backchannels

@@ -45,6 +45,8 @@ class ServerConfig:
     peer_idle_timeout_s: float
     ice_connect_timeout_s: float
     max_sessions: int
+    capacity_calls: int
+    capacity_retry_after_s: int
     rate_limit_per_minute: int
     max_sdp_bytes: int
     auth_token: str
@@ -116,6 +118,7 @@ class LlmConfig:
     context_tokens: int
     max_tokens: int
     temperature: float
+    slots: int
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,14 @@ class PlayoutConfig:
 
 
 @dataclass(frozen=True)
+class SchedulerConfig:
+    cores: int
+    first_audio_budget_s: float
+    refill_lead_s: float
+    stuck_after_s: float
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     cache_dir: str
 
@@ -162,6 +173,7 @@ class Config:
     phrases: PhrasesConfig
     voice: VoiceConfig
     playout: PlayoutConfig
+    scheduler: SchedulerConfig
     models: ModelsConfig
 
     def replace(self, **overrides: Any) -> "Config":
@@ -179,6 +191,8 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "server.log_level": (lambda v: v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}, "DEBUG, INFO, WARNING or ERROR"),
     "server.peer_idle_timeout_s": (lambda v: v > 0, "> 0"),
     "server.max_sessions": (lambda v: v >= 1, ">= 1"),
+    "server.capacity_calls": (lambda v: v >= 0, ">= 0 (0 = only max_sessions)"),
+    "server.capacity_retry_after_s": (lambda v: v >= 1, ">= 1"),
     "server.rate_limit_per_minute": (lambda v: v >= 0, ">= 0 (0 = no limit)"),
     "server.max_sdp_bytes": (lambda v: v >= 1024, ">= 1024"),
     "server.ice_connect_timeout_s": (lambda v: v > 0, "> 0"),
@@ -210,6 +224,11 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "llm.context_tokens": (lambda v: v >= 256, ">= 256"),
     "llm.max_tokens": (lambda v: v >= 1, ">= 1"),
     "llm.temperature": (lambda v: 0 <= v <= 2, "0..2"),
+    "llm.slots": (lambda v: 1 <= v <= 64, "1..64"),
+    "scheduler.cores": (lambda v: v >= 0, ">= 0 (0 = every core)"),
+    "scheduler.stuck_after_s": (lambda v: v >= 1, ">= 1"),
+    "scheduler.first_audio_budget_s": (lambda v: v >= 0, ">= 0"),
+    "scheduler.refill_lead_s": (lambda v: v >= 0, ">= 0"),
     "phrases.first_min_words": (lambda v: v >= 1, ">= 1"),
     "phrases.first_max_words": (lambda v: v >= 1, ">= 1"),
     "phrases.min_words": (lambda v: v >= 1, ">= 1"),

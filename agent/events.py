@@ -97,8 +97,9 @@ class Interruption:
 @dataclass(frozen=True)
 class TurnFinished:
     """A turn ended: its `outcome`, each stage in `ms` after the end of the user's speech, the raw
-    `clock` marks (perf_counter seconds), the answer's `playout` (lateness, gaps), and whether it
-    was `preemptive` (started at a pause, before the end of the turn was certain)."""
+    `clock` marks (perf_counter seconds), the answer's `playout` (lateness, gaps), whether it was
+    `preemptive` (started at a pause, before the end of the turn was certain), and `queue_wait_ms`:
+    how long its model work waited behind other calls' (for the CPU or an LLM slot)."""
 
     type: ClassVar[str] = "timeline"
     turn: int
@@ -108,6 +109,7 @@ class TurnFinished:
     playout: dict[str, float] = field(default_factory=dict)
     preemptive: bool = False
     end_of_turn: dict[str, float | bool] = field(default_factory=dict)  # the model's last verdict, if asked
+    queue_wait_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from agent.brains.base import Brain
 from agent.config import Config
 from agent.pipeline.end_of_turn import MODEL as END_OF_TURN_MODEL, SmartTurn
 from agent.runtime.model_files import ModelFile, ensure_files, resolve_cache_dir
+from agent.runtime.scheduler import configure_shared_scheduler
 from agent.voices import VOICES, choose_voice, voice_kind
 from agent.voices.base import Voice
 
@@ -78,6 +79,8 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     """Assemble/verify the model files, then load brain and voice. Raises ModelFileError or
     VoxtralUnavailable with a message that says how to fix it."""
     started = time.perf_counter()
+    scheduler = configure_shared_scheduler(config.scheduler.cores, config.scheduler.stuck_after_s)
+    log.info("models share %d CPU core%s, earliest deadline first", scheduler.cores, "" if scheduler.cores == 1 else "s")
     brain_name, reason = choose_brain(config)
     log.info("brain: %s (%s)", brain_name, reason)
     voice_name, reason = choose_voice(config)

@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 import logging
 import time
-from typing import Callable
+from typing import Callable, Coroutine
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.transcripts import is_only_filler, sounds_finished, words_of
 from agent.pipeline.turns import TurnDetector, TurnEvent
+from agent.runtime.scheduler import current_urgency, due_now
 from agent.turn import AnswerTurn, StageStalled
 from agent.voices.base import Voice
 
@@ -188,7 +190,7 @@ class AgentSession:
             self._resume_interrupted("too short")
             return
         audio, speech_end, turn_end = event.audio, event.speech_ended_at or event.at, event.at
-        judging = asyncio.ensure_future(self.conversation.transcribe(audio))
+        judging = self._due_now(self.conversation.transcribe(audio), "judging a sound")
         self._judging = judging
 
         def judged(f: asyncio.Future) -> None:
@@ -222,7 +224,7 @@ class AgentSession:
         if self._interrupted is not None:  # over the agent its words decide, at once: no waiting
             self.turns.set_verdict(pause_id, True)
             return
-        future = asyncio.ensure_future(self.end_of_turn.verdict(audio))
+        future = self._due_now(self.end_of_turn.verdict(audio), "end of turn")
 
         def done(f: asyncio.Future) -> None:
             if self._closed or f.cancelled():
@@ -259,8 +261,20 @@ class AgentSession:
         turn = AnswerTurn(self.turn_count + 1, self.conversation, self.voice, self.output, self.config, self.emit,
                           on_audible=lambda: self._set_state("speaking"), clock=self.clock, held=held)
         turn.timeline.mark("speech_end", speech_end)
-        turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"session{self.id}-turn{self.turn_count + 1}")
+        turn.urgency.label = f"session {self.id} turn {turn.number}"
+        # The turn's model work (and its producer task's) carries its urgency to the scheduler.
+        context = contextvars.copy_context()
+        context.run(current_urgency.set, turn.urgency)
+        turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"session{self.id}-turn{turn.number}",
+                                        context=context)
         return turn
+
+    def _due_now(self, work: Coroutine, what: str) -> asyncio.Task:
+        """Run the session's own quick model work (an end-of-turn verdict, judging a sound over the
+        agent) as due now: someone is waiting for it."""
+        context = contextvars.copy_context()
+        context.run(current_urgency.set, due_now(f"session {self.id} {what}"))
+        return asyncio.create_task(work, context=context)
 
     def start_turn(self, audio: np.ndarray, speech_end: float, turn_end: float) -> AnswerTurn:
         if self._turn is not None:
@@ -337,6 +351,7 @@ class AgentSession:
         timeline = turn.timeline
         if timeline.outcome == "pending":
             timeline.outcome = "answered"
+        timeline.queue_wait_s = turn.urgency.waited_s
         self.timelines.append(timeline)
         log.info("session %s %s", self.id, timeline.log_line())
         self.emit(timeline.as_event())

@@ -32,6 +32,7 @@ from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue, Queu
 from agent.pipeline.phrases import PhraseChunker, phrases_from_pieces
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.transcripts import is_only_filler
+from agent.runtime.scheduler import Urgency
 from agent.voices.base import Voice
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class AnswerTurn:
         self._held_events: list[Event] = []
         self._held_audio: list[tuple[SpokenPhrase, np.ndarray, Callable, Callable]] = []
         self._held_samples = 0
+        self.urgency = Urgency(self.deadline, f"turn {number}")  # its model work's place in the queue
 
     @property
     def number(self) -> int:
@@ -128,6 +130,25 @@ class AnswerTurn:
         self._held_samples = 0
         for phrase, samples, on_start, on_done in audio:
             self._push(phrase, samples, on_start, on_done)
+
+    def deadline(self) -> float:
+        """When this answer's next model step is due (the scheduler serves the earliest first).
+
+        Before any audio is queued: the end of the user's turn (a held answer: when the turn
+        would end) plus `scheduler.first_audio_budget_s`, the wait for a first word a caller
+        accepts. Once audio is queued: `scheduler.refill_lead_s` before it runs out, so the next
+        phrase is ready in time. A caller whose answer is playing therefore goes before one still
+        within the first-word budget only when the playing one would otherwise fall silent, and a
+        caller past that budget goes before anyone with more than the lead queued."""
+        scheduler = self.config.scheduler
+        marks = self.timeline.marks
+        start = marks.get("turn_end")
+        if start is None:
+            start = marks.get("speech_end", self.started_at) + self.config.turns.hangover_ms / 1000.0
+        queued_s = self.queued_samples() / PLAYOUT_RATE
+        if queued_s == 0:
+            return start + scheduler.first_audio_budget_s
+        return max(self.clock(), start) + queued_s - scheduler.refill_lead_s
 
     def queued_samples(self) -> int:
         """Audio made but not yet played (held or in the output queue)."""

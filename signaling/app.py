@@ -18,6 +18,7 @@ from aiortc import RTCSessionDescription
 
 from agent.config import Config
 from agent.models import AgentModels
+from agent.runtime.model_thread import stuck_models
 
 from .guard import Rejected, security_middleware
 from .metrics import AgentMetrics
@@ -85,7 +86,15 @@ async def handle_offer(request: web.Request) -> web.Response:
 
 
 async def handle_health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "sessions": len(request.app[REGISTRY])})
+    """Liveness and load for a load balancer: 200 with `load` (calls / capacity; at 1.0 new calls
+    get 503), or 503 when a model is stuck (its turns fail; send calls elsewhere)."""
+    registry = request.app[REGISTRY]
+    stuck = stuck_models()
+    body = {"status": "unhealthy" if stuck else "ok", "sessions": len(registry), "load": registry.admission.load(),
+            "capacity": registry.admission.capacity}
+    if stuck:
+        body["stuck_models"] = stuck
+    return web.json_response(body, status=503 if stuck else 200)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -108,7 +117,7 @@ def create_app(config: Config, models: AgentModels) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[security_middleware(config.server)])
     registry = PeerRegistry(config, models)
-    metrics = AgentMetrics(active_sessions=lambda: len(registry))
+    metrics = AgentMetrics(active_sessions=lambda: len(registry), load=registry.admission.load)
     metrics.record_models(models)
     registry.observers.append(metrics.watch)
     app[REGISTRY] = registry

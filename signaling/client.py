@@ -86,6 +86,16 @@ class RoomMicrophone(PcmQueue):
         return np.clip(mixed, -32768, 32767).astype(np.int16), filled
 
 
+class OfferRefused(RuntimeError):
+    """The agent answered the offer with an error (e.g. 503: no capacity for another call)."""
+
+    def __init__(self, status: int, body, retry_after_s: float | None) -> None:
+        super().__init__(f"/offer answered {status}: {body}")
+        self.status = status
+        self.body = body
+        self.retry_after_s = retry_after_s
+
+
 class HeadlessClient:
     def __init__(self, ice: IceConfig, jitter_prefetch: int = 1, auth_token: str = "",
                  room_noise_dbfs: float | None = None, echo: tuple[float, float] | None = None) -> None:
@@ -142,7 +152,8 @@ class HeadlessClient:
             async with http.post(f"{base_url}/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as resp:
                 body = await resp.json()
                 if resp.status != 200:
-                    raise RuntimeError(f"/offer answered {resp.status}: {body}")
+                    retry_after = resp.headers.get("Retry-After")
+                    raise OfferRefused(resp.status, body, float(retry_after) if retry_after else None)
         self.session_id = body["session"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
         await asyncio.wait_for(self.connected.wait(), timeout_s)

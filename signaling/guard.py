@@ -5,7 +5,8 @@
   (401), compared in constant time and never logged;
 - rate limit: new sessions per client address per minute (429 + Retry-After);
 - size: a body over `server.max_body_bytes` is refused before it is read (413);
-- admission: at most `server.max_sessions` calls at once, and none while shutting down
+- admission: at most `server.capacity_calls` calls at once (what one process holds within the
+  latency budget; 0: the models' own capacity) and never more than `server.max_sessions`, and none while shutting down
   (503 + Retry-After); existing calls are never touched.
 Pages (`/`, `/static`, `/healthz`, `/client-config`) stay open; `/metrics` follows the token.
 """
@@ -70,13 +71,31 @@ class RateLimiter:
 
 
 class Admission:
-    """Admission control for new sessions."""
+    """Admission control for new sessions: capacity, the hard cap, and the per-address rate.
 
-    def __init__(self, config: ServerConfig, active: Callable[[], int]) -> None:
+    `server.capacity_calls` is how many calls this process holds within the latency budget (what
+    `run.py bench --concurrency K --together` measured; 0: the loaded models' own figure, e.g.
+    the cascade's LLM slots); `load()` is the calls open over it, the
+    number /healthz and /metrics give a load balancer. A call that would take the load past 1.0
+    gets 503 + Retry-After, so the calls already here keep their latency instead of everyone
+    degrading. `server.max_sessions` stays the hard cap whatever the capacity says."""
+
+    def __init__(self, config: ServerConfig, active: Callable[[], int], models_capacity: int | None = None) -> None:
         self.config = config
         self.active = active
+        self.models_capacity = models_capacity  # what the loaded models hold (None: no limit of their own)
         self.limiter = RateLimiter(config.rate_limit_per_minute)
         self.closing = False
+
+    @property
+    def capacity(self) -> int:
+        """Calls admitted: `server.capacity_calls`, or (0) the models' own capacity, within the hard cap."""
+        capacity = self.config.capacity_calls or self.models_capacity or self.config.max_sessions
+        return max(1, min(self.config.max_sessions, capacity))
+
+    def load(self) -> float:
+        """Calls open over the capacity: 1.0 = full, new calls are refused."""
+        return round(self.active() / self.capacity, 3)
 
     def admit(self, remote: str | None) -> None:
         if self.closing:
@@ -84,6 +103,10 @@ class Admission:
         if self.active() >= self.config.max_sessions:
             raise Rejected(503, f"the agent is at its limit of {self.config.max_sessions} concurrent calls; "
                                 "try again shortly", RETRY_AFTER_S)
+        if self.active() >= self.capacity:
+            raise Rejected(503, f"the agent is at capacity: {self.capacity} calls is what it holds within its "
+                                "latency budget (server.capacity_calls); try again shortly or another instance",
+                           self.config.capacity_retry_after_s)
         self.limiter.check(remote or "unknown")
 
 

@@ -21,6 +21,11 @@ lateness. `exposition()` renders the text format served at `GET /metrics`.
 | `voice_agent_preemption_wasted_seconds_total` | counter | time discarded preemptive answers had been working |
 | `voice_agent_outbound_frame_lateness_seconds` | histogram | how late each outbound 20 ms frame left |
 | `voice_agent_model_load_seconds{model}` | gauge | time to load each model (and `total`) |
+| `voice_agent_queue_wait_seconds` | histogram | per turn: time its model work waited behind other calls' (CPU or LLM slot) |
+| `voice_agent_model_steps_total{model}` | counter | model steps run (a token, a transcription, a sentence of speech, a verdict) |
+| `voice_agent_model_wait_seconds_total{model}` | counter | time those steps waited for the CPU |
+| `voice_agent_model_busy_seconds_total{model}` | counter | time those steps ran |
+| `voice_agent_load` | gauge | the admission load: 1.0 = full (see README, "Many calls at once") |
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from agent.events import (OUTCOMES, BargeIn, EndOfTurnVerdict, Event, Interruption, PreemptionDiscarded, TurnError,
                           TurnFinished)
 from agent.models import AgentModels
+from agent.runtime.scheduler import shared_scheduler
 
 from .attach import AttachedAgent
 
@@ -39,11 +45,28 @@ STAGE_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0,
 LATENESS_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
 
+class _SchedulerCollector:
+    """The process's model steps, read from the shared scheduler at each scrape."""
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        by_model = shared_scheduler().stats.by_model
+        families = [CounterMetricFamily("voice_agent_model_steps", "Model steps run.", labels=["model"]),
+                    CounterMetricFamily("voice_agent_model_wait_seconds", "Time model steps waited for the CPU.",
+                                        labels=["model"]),
+                    CounterMetricFamily("voice_agent_model_busy_seconds", "Time model steps ran.", labels=["model"])]
+        for model, figures in sorted(by_model.items()):
+            for family, value in zip(families, figures):
+                family.add_metric([model], value)
+        return families
+
+
 class AgentMetrics:
     """The app's metrics and the observer that feeds them (see the module docstring)."""
 
     def __init__(self, active_sessions: Callable[[], int] | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, load: Callable[[], float] | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.active_sessions = Gauge("voice_agent_active_sessions", "Sessions open now.", registry=r)
@@ -73,6 +96,13 @@ class AgentMetrics:
             "voice_agent_outbound_frame_lateness_seconds", "How late each outbound audio frame was handed to the sender.",
             buckets=LATENESS_BUCKETS_S, registry=r)
         self.model_load = Gauge("voice_agent_model_load_seconds", "Seconds to load each model.", ["model"], registry=r)
+        self.queue_wait = Histogram("voice_agent_queue_wait_seconds",
+                                    "Per turn: time its model work waited behind other calls' work.",
+                                    buckets=STAGE_BUCKETS_S, registry=r)
+        r.register(_SchedulerCollector())
+        self.load = Gauge("voice_agent_load", "Admission load: 1.0 = no room for another call.", registry=r)
+        if load is not None:
+            self.load.set_function(load)
         for outcome in OUTCOMES:
             self.turns.labels(outcome=outcome)  # present (at 0) before the first turn
         for result in ("hit", "discarded"):
@@ -102,6 +132,7 @@ class AgentMetrics:
                 self.answer_gaps.inc(gaps)
             if event.preemptive:
                 self.preemptions.labels(result="hit").inc()
+            self.queue_wait.observe(event.queue_wait_ms / 1000.0)
         elif isinstance(event, Interruption):
             self.interruptions.labels(outcome=event.outcome, reason=event.reason).inc()
         elif isinstance(event, EndOfTurnVerdict):

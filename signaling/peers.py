@@ -74,7 +74,7 @@ class PeerRegistry:
         self.config = config
         self.models = models
         self.peers: dict[str, Peer] = {}
-        self.admission = Admission(config.server, lambda: len(self.peers))
+        self.admission = Admission(config.server, lambda: len(self.peers), models.brain.capacity())
         self._ufrags: dict[str, str] = {}  # peer id -> the ICE username fragment of its offer
         # Called with each new peer's agent before negotiation (e.g. metrics.AgentMetrics.watch).
         self.observers: list[AgentObserver] = []

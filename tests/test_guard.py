@@ -131,3 +131,44 @@ async def test_duplicate_rate_limited_and_late_offers():
             await app[REGISTRY].close_all()
             async with http.post(f"{url}/offer", json={"sdp": await fresh_offer(), "type": "offer"}) as resp:
                 assert resp.status == 503 and "shutting down" in (await resp.json())["error"]
+
+
+def test_capacity_comes_from_config_or_the_models_within_the_hard_cap():
+    active = [0]
+    server = guarded_config(**{"server.max_sessions": "16"}).server
+    assert Admission(server, lambda: active[0], models_capacity=4).capacity == 4  # the brain's own figure
+    assert Admission(server, lambda: active[0]).capacity == 16  # no figure of its own: the hard cap
+    configured = guarded_config(**{"server.max_sessions": "16", "server.capacity_calls": "6"}).server
+    assert Admission(configured, lambda: active[0], models_capacity=4).capacity == 6  # measured here: it wins
+    capped = guarded_config(**{"server.max_sessions": "2", "server.capacity_calls": "6"}).server
+    admission = Admission(capped, lambda: active[0], models_capacity=4)
+    assert admission.capacity == 2
+    active[0] = 1
+    assert admission.load() == 0.5
+
+
+async def test_a_call_beyond_capacity_gets_503_with_retry_after_and_health_reports_the_load():
+    class OneCallBrain(type(stub_models().brain)):
+        def capacity(self) -> int:
+            return 1
+
+    models = stub_models()
+    models.brain = OneCallBrain()
+    config = guarded_config(**{"server.auth_token": "", "server.max_sessions": "8",
+                               "server.capacity_retry_after_s": "7"})
+    async with running_server(config, models) as server:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/healthz") as resp:
+                assert resp.status == 200 and (await resp.json())["load"] == 0.0
+            first = HeadlessClient(config.ice)
+            await first.connect(server.url)
+            await first.wait_event(lambda e: e.get("type") == "hello", 10)
+            async with http.get(f"{server.url}/healthz") as resp:
+                health = await resp.json()
+                assert health["load"] == 1.0 and health["capacity"] == 1 and health["sessions"] == 1
+            async with http.post(f"{server.url}/offer", json={"sdp": await fresh_offer(), "type": "offer"}) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"] == "7"
+                assert "at capacity" in (await resp.json())["error"]
+            async with http.get(f"{server.url}/metrics") as resp:
+                assert "voice_agent_load 1.0" in await resp.text()
+            await first.close()

@@ -56,6 +56,11 @@ class Brain(ABC):
     async def warm_up(self) -> None:
         """Run the models once so the first real turn is not slower than the rest."""
 
+    def capacity(self) -> int | None:
+        """Calls this brain holds at once within the latency budget (admission's default), or None
+        when it sets no limit of its own (e.g. a remote engine that scales elsewhere)."""
+        return None
+
     def load_times(self) -> dict[str, float]:
         """Seconds each model took to load, by model name (for /metrics)."""
         load_s = getattr(self, "load_s", None)

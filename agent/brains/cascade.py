@@ -8,6 +8,7 @@ so the system prompt (warmed at load) and a session's earlier turns are not eval
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 from agent.config import AsrConfig, BrainConfig, Config, LlmConfig
 from agent.runtime.model_files import ModelFile, Part
 from agent.runtime.model_thread import ModelThread
+from agent.runtime.scheduler import current_urgency, when_idle
 
 from .base import Brain, BrainKind, Conversation, TranscriptCallback
 
@@ -97,7 +99,7 @@ class WhisperTranscriber:
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
                                     language=config.language)
         self._prompt = list(self._tokenizer.sot_sequence) + [self._tokenizer.no_timestamps]
-        self.thread = ModelThread("asr")
+        self.thread = ModelThread("asr", cores=config.threads)
         self.load_s = time.perf_counter() - started
 
     def window_frames(self, frames: int) -> int:
@@ -139,7 +141,7 @@ class WhisperTranscriber:
 
 
 class LlamaChat:
-    def __init__(self, model_path: Path, config: LlmConfig) -> None:
+    def __init__(self, model_path: Path, config: LlmConfig, name: str = "llm") -> None:
         from llama_cpp import Llama
 
         started = time.perf_counter()
@@ -151,7 +153,7 @@ class LlamaChat:
             n_threads_batch=config.batch_threads,
             verbose=False,
         )
-        self.thread = ModelThread("llm")
+        self.thread = ModelThread(name, cores=max(config.threads, config.batch_threads))
         # Pieces the LLM may produce ahead of the reader before it pauses (backpressure).
         self.max_ahead = 1
         self.load_s = time.perf_counter() - started
@@ -185,20 +187,85 @@ class LlamaChat:
         return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop), max_ahead=self.max_ahead)
 
 
+class ChatSlots:
+    """`llm.slots` llama.cpp contexts over one GGUF: the answers that can be in progress at once.
+
+    A reply leases a slot for as long as it streams; with every slot busy the next reply waits
+    for one (the wait counts as its queue wait). A conversation goes back to the slot it used
+    last when that one is free: llama.cpp keeps the last prompt of each context, so its history
+    is evaluated already. Each slot has its own model thread; the scheduler interleaves their
+    tokens by deadline."""
+
+    def __init__(self, chats: list[LlamaChat]) -> None:
+        self.chats = chats
+        self._free = list(range(len(chats)))
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+
+    def free_slot(self, preferred: int | None) -> int | None:
+        """Take `preferred` if it is free, else any free slot, else None (without waiting)."""
+        if not self._free:
+            return None
+        index = preferred if preferred in self._free else self._free[0]
+        self._free.remove(index)
+        return index
+
+    @contextlib.asynccontextmanager
+    async def lease(self, preferred: int | None = None, wait: bool = True) -> AsyncIterator[int | None]:
+        """A slot's index for the duration of the block (None when `wait` is False and all are busy)."""
+        index = self.free_slot(preferred)
+        if index is None and wait:
+            started = time.perf_counter()
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.append(future)
+            try:
+                index = await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._give(future.result())
+                raise
+            finally:
+                urgency = current_urgency.get()
+                if urgency is not None:
+                    urgency.waited_s += time.perf_counter() - started
+        try:
+            yield index
+        finally:
+            if index is not None:
+                self._give(index)
+
+    def _give(self, index: int) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(index)
+                return
+        self._free.append(index)
+
+    def close(self) -> None:
+        for chat in self.chats:
+            chat.thread.shutdown()
+
+
 class CascadeBrain(Brain):
     name = "cascade"
 
-    def __init__(self, transcriber: WhisperTranscriber, chat: LlamaChat, config: BrainConfig) -> None:
+    def __init__(self, transcriber: WhisperTranscriber, chats: list[LlamaChat], config: BrainConfig) -> None:
         self.transcriber = transcriber
-        self.chat = chat
+        self.slots = ChatSlots(chats)
         self.config = config
+
+    @property
+    def chat(self) -> LlamaChat:
+        """The first slot's chat (for measuring one LLM alone)."""
+        return self.slots.chats[0]
 
     @classmethod
     def load(cls, whisper_dir: Path, gguf: Path, brain: BrainConfig, asr: AsrConfig, llm: LlmConfig) -> "CascadeBrain":
         transcriber = WhisperTranscriber(whisper_dir, asr)
-        chat = LlamaChat(gguf, llm)
-        log.info("cascade brain loaded: whisper %.2fs, llm %.2fs", transcriber.load_s, chat.load_s)
-        return cls(transcriber, chat, brain)
+        chats = [LlamaChat(gguf, llm, name=f"llm{i + 1}" if llm.slots > 1 else "llm") for i in range(llm.slots)]
+        log.info("cascade brain loaded: whisper %.2fs, llm %.2fs (%d slot%s)", transcriber.load_s,
+                 sum(c.load_s for c in chats), llm.slots, "" if llm.slots == 1 else "s")
+        return cls(transcriber, chats, brain)
 
     def system_message(self) -> dict:
         return {"role": "system", "content": self.config.system_prompt}
@@ -214,15 +281,21 @@ class CascadeBrain(Brain):
     async def warm_up(self) -> None:
         started = time.perf_counter()
         await self.transcriber.transcribe(np.zeros(16000, dtype=np.int16))
-        await self.chat.warm(self.next_prompt_prefix([]))  # caches the system prompt
+        for chat in self.slots.chats:
+            await chat.warm(self.next_prompt_prefix([]))  # caches the system prompt
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
+    def capacity(self) -> int:
+        """One call per LLM slot: 4 slots on 2 cores answer 4 callers asking at once within the
+        budget (`./dev.sh bench --concurrency 4 --together`, BENCHMARKS.md)."""
+        return len(self.slots.chats)
+
     def load_times(self) -> dict[str, float]:
-        return {"asr": self.transcriber.load_s, "llm": self.chat.load_s}
+        return {"asr": self.transcriber.load_s, "llm": sum(c.load_s for c in self.slots.chats)}
 
     def close(self) -> None:
         self.transcriber.thread.shutdown()
-        self.chat.thread.shutdown()
+        self.slots.close()
 
 
 def _log_warm_failure(future: asyncio.Future) -> None:
@@ -237,6 +310,7 @@ class CascadeConversation(Conversation):
         self._reply_start: int | None = None  # history length before the reply in progress
         self._warming: asyncio.Future | None = None
         self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
+        self._slot: int | None = None  # the LLM slot this conversation used last (its prompt is cached there)
 
     def _trim(self, reserve: int = 0) -> None:
         """Keep the last history_turns exchanges (minus `reserve` messages), starting with a user turn."""
@@ -264,9 +338,11 @@ class CascadeConversation(Conversation):
         self._trim()
         self._reply_start = min(self._reply_start, len(self.history) - 1)
         messages = [self.brain.system_message(), *self.history]
-        async with contextlib.aclosing(self.brain.chat.stream(messages)) as pieces:
-            async for piece in pieces:
-                yield piece
+        async with self.brain.slots.lease(self._slot) as slot:
+            self._slot = slot
+            async with contextlib.aclosing(self.brain.slots.chats[slot].stream(messages)) as pieces:
+                async for piece in pieces:
+                    yield piece
 
     def rollback(self) -> None:
         if self._reply_start is not None:
@@ -284,8 +360,21 @@ class CascadeConversation(Conversation):
         # no longer matches, and re-evaluating the whole history would otherwise land on the
         # next turn's critical path (~1 s here).
         self._trim(reserve=1)
-        self._warming = asyncio.ensure_future(self.brain.chat.warm(self.brain.next_prompt_prefix(list(self.history))))
+        self._warming = asyncio.ensure_future(self._warm(self.brain.next_prompt_prefix(list(self.history))))
         self._warming.add_done_callback(_log_warm_failure)
+
+    async def _warm(self, prefix: list[dict]) -> None:
+        """Evaluate the next prompt's prefix in this conversation's slot if it is free (an idle
+        moment's work: it never waits for a slot, and it yields the CPU to any call with audio due)."""
+        async with self.brain.slots.lease(self._slot, wait=False) as slot:
+            if slot is None:
+                return
+            self._slot = slot
+            token = current_urgency.set(when_idle("prompt warm-up"))
+            try:
+                await self.brain.slots.chats[slot].warm(prefix)
+            finally:
+                current_urgency.reset(token)
 
 
 def load(config: Config, paths) -> CascadeBrain:

@@ -115,7 +115,7 @@ class VoxtralBrain(Brain):
         self.config = brain
         self.device = device
         self.dtype = dtype
-        self.thread = ModelThread("voxtral")
+        self.thread = ModelThread("voxtral", cores=0 if device.startswith("cuda") else 1)
         self.audio_token_id = processor.audio_token_id
 
     @classmethod

@@ -83,7 +83,7 @@ class SmartTurn:
         self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
         self._features = FeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE, chunk_length=WINDOW_S)
         self.threshold = threshold
-        self.thread = ModelThread("end-of-turn")
+        self.thread = ModelThread("end-of-turn", cores=threads)
         self.load_s = time.perf_counter() - started
 
     def features(self, audio: np.ndarray) -> np.ndarray:

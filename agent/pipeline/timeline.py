@@ -69,6 +69,7 @@ class TurnTimeline:
     preemptive: bool = False  # started at a pause, before the end of the user's turn was certain
     end_of_turn: dict = field(default_factory=dict)  # the end-of-turn model's verdict that ended the turn
     playout: PlayoutMeter = field(default_factory=PlayoutMeter)
+    queue_wait_s: float = 0.0  # time its model steps waited for the CPU or an LLM slot (other calls' work)
 
     def mark(self, stage: str, at: float) -> bool:
         """Record the first time a stage happened; later calls are ignored. True if recorded."""
@@ -90,10 +91,10 @@ class TurnTimeline:
         """The turn's figures for the events channel. `clock` holds the raw marks (monotonic
         seconds, comparable between processes on one machine) for transport measurements."""
         return TurnFinished(self.turn, self.outcome, self.relative_ms(), dict(self.marks), self.playout.summary(),
-                            self.preemptive, dict(self.end_of_turn))
+                            self.preemptive, dict(self.end_of_turn), round(self.queue_wait_s * 1000.0, 1))
 
     def log_line(self) -> str:
         figures = " ".join(f"{stage}=+{ms:.0f}ms" for stage, ms in self.relative_ms().items() if stage != "speech_end")
         playout = self.playout.summary()
-        return (f"turn {self.turn} {self.outcome}: {figures} lateness_p99={playout['lateness_p99_ms']:.1f}ms "
-                f"gaps={playout['gaps']}")
+        return (f"turn {self.turn} {self.outcome}: {figures} queue_wait={self.queue_wait_s * 1000:.0f}ms "
+                f"lateness_p99={playout['lateness_p99_ms']:.1f}ms gaps={playout['gaps']}")

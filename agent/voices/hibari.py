@@ -63,7 +63,7 @@ class HibariVoice(Voice):
         self._tts = Hibari(voice=DEFAULT_VOICE, model=str(model_path), threads=config.threads)
         self._tts.g2p  # load the G2P now, not on the first phrase
         self.config = config
-        self.thread = ModelThread("voice")
+        self.thread = ModelThread("voice", cores=config.threads)
         self.load_s = time.perf_counter() - started
         log.info("hibari voice loaded in %.2fs (%d thread%s)", self.load_s, config.threads,
                  "" if config.threads == 1 else "s")

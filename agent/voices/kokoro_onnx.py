@@ -56,7 +56,7 @@ class KokoroOnnxVoice(Voice):
             )
         self._g2p = english_g2p()
         self.config = config
-        self.thread = ModelThread("voice")
+        self.thread = ModelThread("voice", cores=config.threads)
         self.load_s = time.perf_counter() - started
         log.info("kokoro-onnx voice %s loaded in %.2fs", self.voice, self.load_s)
 

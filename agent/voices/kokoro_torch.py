@@ -47,7 +47,7 @@ class KokoroTorchVoice(Voice):
         self.pipeline = KPipeline(lang_code="a", repo_id=config.torch_repo, model=self.model, device=self.device)
         self.voice = self._load_voice(config.voice or DEFAULT_VOICE, voices_npz)
         self.config = config
-        self.thread = ModelThread("voice")
+        self.thread = ModelThread("voice", cores=config.threads if self.device == "cpu" else 0)
         self.load_s = time.perf_counter() - started
         log.info("kokoro-torch voice loaded on %s in %.2fs", self.device, self.load_s)
 
