@@ -12,6 +12,7 @@ from agent.config import Config
 from agent.testing import stub_models
 
 from .asr_windows import measure_windows, windows_markdown
+from .backchannels import backchannels_markdown, measure_backchannels
 from .end_of_turn import end_of_turn_markdown, measure_end_of_turn
 from .floor import FloorRow, floor_markdown, measure_floor
 from .turn_taking import measure_turn_taking, turn_taking_markdown
@@ -19,6 +20,7 @@ from .questions import questions_for
 from .report import REPO, write_json, machine_description, markdown, print_run, write_run_files
 from .results import BenchRun
 from .runner import bench_in_process, load_real_models
+from .together import measure_together, together_markdown
 
 FINDINGS = """## What changed, and what each change was worth
 
@@ -114,6 +116,8 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     write_json("end-of-turn.json", verdicts, out_dir)
     turn_taking = await measure_turn_taking(config)
     write_json("turn-taking.json", turn_taking, out_dir)
+    backchannels = await measure_backchannels(config)
+    write_json("backchannels.json", backchannels, out_dir)
 
     runs: list[tuple[BenchRun, str]] = []
     models = await load_real_models(config)
@@ -121,6 +125,11 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         questions = await questions_for(config, [])
         run = await bench_in_process(config, models, questions, turns_override or 10, 1, "cascade")
         runs.append((run, "python run.py bench --turns 10"))
+        together = await measure_together(config, models, questions, 4, turns_override or 3)
+        write_json("together-c4.json", together, out_dir)
+        beyond = await measure_together(config, models, questions, models.brain.capacity() + 1 if
+                                        models.brain.capacity() else 5, 1)
+        write_json(f"together-c{beyond.callers}.json", beyond, out_dir)
     finally:
         models.close()
     stub_questions = await questions_for(None, [])
@@ -177,6 +186,18 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         "## Turn-taking over WebRTC (`./dev.sh bench --turn-taking`)",
         "",
         turn_taking_markdown(turn_taking),
+        "",
+        "## What short sounds over the agent are taken for (`./dev.sh bench --backchannels`)",
+        "",
+        backchannels_markdown(backchannels),
+        "",
+        "## Callers asking at the same moment (`./dev.sh bench --concurrency 4 --together --turns 3`)",
+        "",
+        together_markdown(together),
+        "",
+        f"### One caller beyond capacity (`./dev.sh bench --concurrency {beyond.callers} --together --turns 1`)",
+        "",
+        together_markdown(beyond),
         "",
         "## Runs over WebRTC",
         "",
