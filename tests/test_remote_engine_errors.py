@@ -15,7 +15,7 @@ from agent.brains import brain_kind, choose_brain
 from agent.config import ConfigError, load_config
 from agent.events import to_json
 from agent.runtime.openai_api import (EngineError, EngineProtocolError, EngineRejected, EngineTimeout,
-                                      EngineUnreachable, OpenAIClient, base_url_of, error_message)
+                                      EngineUnreachable, OpenAIClient, base_url_of, error_message, shown_url)
 from agent.session import AgentSession
 from agent.testing import ToneVoice
 from agent.voices import choose_voice, voice_kind
@@ -182,6 +182,7 @@ def test_openai_is_chosen_only_by_name_and_needs_a_url():
 
 def test_base_urls_and_error_bodies():
     assert base_url_of("http://h:8000/v1/") == base_url_of("http://h:8000") == "http://h:8000"
+    assert shown_url("https://me:pa55@h:8000") == "https://h:8000" and shown_url("http://h") == "http://h"
     assert error_message('{"error": {"message": "bad"}}') == "bad"
     assert error_message('{"error": "worse"}') == "worse"
     assert error_message("") == "(empty body)"

@@ -114,7 +114,7 @@ class OpenAICompatibleBrain(Brain):
                 if why_not:
                     raise RuntimeError(why_not)
         except Exception as exc:  # noqa: BLE001 - start-up goes on; the message says what failed
-            log.warning("openai brain: the engine at %s did not answer the warm-up: %s", self.client.base_url, exc)
+            log.warning("openai brain: the engine at %s did not answer the warm-up: %s", self.client.shown_url, exc)
             return
         log.info("openai brain warmed up in %.2fs", time.perf_counter() - started)
 
@@ -185,6 +185,8 @@ class OpenAICompatibleConversation(Conversation):
         finally:
             if not transcribing.done():
                 transcribing.cancel()
+            elif not transcribing.cancelled():
+                transcribing.exception()  # retrieved: an error of its own is not news after the answer's
 
     def record_agent_reply(self, spoken_text: str) -> None:
         self.chat_history.record_agent_reply(spoken_text)
@@ -201,7 +203,7 @@ def load(config: Config, paths) -> OpenAICompatibleBrain:
         transcriber: Transcriber = WhisperTranscriber(paths[WHISPER_FILES[0].relpath].parent, config.asr)
     else:
         transcriber = RemoteTranscriber(client, settings.transcription_model or settings.model, config.asr.language)
-    log.info("openai brain: engine %s, model %s, mode %s, transcription %s, API key %s", client.base_url,
+    log.info("openai brain: engine %s, model %s, mode %s, transcription %s, API key %s", client.shown_url,
              settings.model or "(the engine's)", settings.mode, settings.transcription,
              f"from ${settings.api_key_env}" if api_key else "none")
     return OpenAICompatibleBrain(client, transcriber, settings, config.brain)

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import urllib.parse
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 ERROR_BODY_BYTES = 65536  # the most of an error reply that is read for its message
 MESSAGE_CHARS = 300  # the most of a server's text quoted in an error message
 DRAIN_S = 0.5  # after the end of a stream, how long its body's last bytes may take (to keep the connection)
+
+
+_closing: set[asyncio.Task] = set()  # sessions being closed
 
 
 class EngineError(RuntimeError):
@@ -73,6 +77,14 @@ def base_url_of(url: str) -> str:
     """The server's root: "http://h:8000/v1/" -> "http://h:8000" (the API paths are appended)."""
     url = url.strip().rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def shown_url(url: str) -> str:
+    """`url` as messages and logs show it: without any user:password@ part."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def error_message(body: str) -> str:
@@ -123,6 +135,7 @@ class OpenAIClient:
     def __init__(self, base_url: str, api_key: str, connect_timeout_s: float, read_timeout_s: float,
                  what: str = "engine") -> None:
         self.base_url = base_url_of(base_url)
+        self.shown_url = shown_url(self.base_url)  # for messages and logs
         self.what = what  # names the server in messages: "engine", "speech server"
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -131,14 +144,16 @@ class OpenAIClient:
         self._http_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"OpenAIClient({self.base_url!r}, api key {'set' if self.__api_key else 'none'})"
+        return f"OpenAIClient({self.shown_url!r}, api key {'set' if self.__api_key else 'none'})"
 
     @property
     def sends_api_key(self) -> bool:
         return bool(self.__api_key)
 
     def redact(self, text: str) -> str:
-        """`text` with the API key replaced (a server may quote the header it refused)."""
+        """`text` with the API key replaced (a server may quote the header it refused), and the
+        base URL shown without its user:password@ part."""
+        text = text.replace(self.base_url, self.shown_url)
         return text.replace(self.__api_key, "[API key]") if self.__api_key else text
 
     def _session(self) -> aiohttp.ClientSession:
@@ -155,9 +170,11 @@ class OpenAIClient:
         if http is None or http.closed:
             return
         try:
-            asyncio.get_running_loop().create_task(http.close())
+            task = asyncio.get_running_loop().create_task(http.close())
         except RuntimeError:  # no loop running any more: its transports went with it
-            pass
+            return
+        _closing.add(task)  # a strong reference until it is done
+        task.add_done_callback(_closing.discard)
 
     @contextlib.asynccontextmanager
     async def request(self, path: str, *, json_body: dict | None = None, form: aiohttp.FormData | None = None,
@@ -166,7 +183,7 @@ class OpenAIClient:
         the caller reads the body inside the `async with`) become `EngineError`s. Leaving early
         (an exception, cancellation, a closed generator) closes the connection."""
         url = self.base_url + path
-        where = f"the {self.what} at {self.base_url}"
+        where = f"the {self.what} at {self.shown_url}"
         headers = {"Authorization": f"Bearer {self.__api_key}"} if self.__api_key else {}
         if expect_event_stream:
             headers["Accept"] = "text/event-stream"
@@ -219,29 +236,29 @@ class OpenAIClient:
                     return
                 for piece in self._delta_text(data):
                     yield piece
-            raise EngineProtocolError(f"the event stream from the {self.what} at {self.base_url} ended without "
+            raise EngineProtocolError(f"the event stream from the {self.what} at {self.shown_url} ended without "
                                       f"[DONE] (POST {path})")
 
     def _delta_text(self, data: str) -> list[str]:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise EngineProtocolError(self.redact(f"the {self.what} at {self.base_url} sent an event that is not "
+            raise EngineProtocolError(self.redact(f"the {self.what} at {self.shown_url} sent an event that is not "
                                                   f"JSON: {data[:MESSAGE_CHARS]!r}")) from None
         if not isinstance(chunk, dict):
-            raise EngineProtocolError(f"the {self.what} at {self.base_url} sent an event that is not a JSON object")
+            raise EngineProtocolError(f"the {self.what} at {self.shown_url} sent an event that is not a JSON object")
         if "error" in chunk:  # vLLM and others report a failure mid-stream this way
-            raise EngineError(self.redact(f"the {self.what} at {self.base_url} failed mid-answer: "
+            raise EngineError(self.redact(f"the {self.what} at {self.shown_url} failed mid-answer: "
                                           f"{error_message(data)}"))
         choices = chunk.get("choices")
         if not isinstance(choices, list):
-            raise EngineProtocolError(f"the {self.what} at {self.base_url} sent a chunk without choices")
+            raise EngineProtocolError(f"the {self.what} at {self.shown_url} sent a chunk without choices")
         pieces = []
         for choice in choices[:1]:  # n = 1
             delta = choice.get("delta") if isinstance(choice, dict) else None
             content = delta.get("content") if isinstance(delta, dict) else None
             if content is not None and not isinstance(content, str):
-                raise EngineProtocolError(f"the {self.what} at {self.base_url} sent non-text delta content")
+                raise EngineProtocolError(f"the {self.what} at {self.shown_url} sent non-text delta content")
             if content:
                 pieces.append(content)
         return pieces
@@ -263,7 +280,7 @@ class OpenAIClient:
         except (ValueError, AttributeError):
             text = None
         if not isinstance(text, str):
-            raise EngineProtocolError(self.redact(f"the {self.what} at {self.base_url} answered POST {path} without "
+            raise EngineProtocolError(self.redact(f"the {self.what} at {self.shown_url} answered POST {path} without "
                                                   f"a transcript: {error_message(body)}"))
         return text.strip()
 
@@ -274,7 +291,7 @@ class OpenAIClient:
             content_type = response.headers.get("Content-Type", "")
             if content_type.startswith(("application/json", "text/")):
                 text = (await response.content.read(ERROR_BODY_BYTES)).decode("utf-8", "replace")
-                raise EngineProtocolError(self.redact(f"the {self.what} at {self.base_url} answered POST {path} "
+                raise EngineProtocolError(self.redact(f"the {self.what} at {self.shown_url} answered POST {path} "
                                                       f"with {content_type}, not audio: {error_message(text)}"))
             async for chunk in response.content.iter_any():
                 yield chunk

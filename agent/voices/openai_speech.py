@@ -57,7 +57,7 @@ class OpenAISpeechVoice(Voice):
                     pass
         except Exception as exc:  # noqa: BLE001 - start-up goes on; each phrase tries again
             log.warning("openai voice: the speech server at %s did not answer the warm-up: %s",
-                        self.client.base_url, exc)
+                        self.client.shown_url, exc)
 
     def close(self) -> None:
         self.client.close()
@@ -68,7 +68,7 @@ def load(config: Config, _paths) -> OpenAISpeechVoice:
     api_key = api_key_from_env(settings.api_key_env, "openai_voice.api_key_env")
     client = OpenAIClient(settings.base_url, api_key, settings.connect_timeout_s, settings.read_timeout_s,
                           what="speech server")
-    log.info("openai voice: speech server %s, model %s, voice %s, %d Hz, API key %s", client.base_url,
+    log.info("openai voice: speech server %s, model %s, voice %s, %d Hz, API key %s", client.shown_url,
              settings.model or "(the server's)", settings.voice, settings.sample_rate,
              f"from ${settings.api_key_env}" if api_key else "none")
     return OpenAISpeechVoice(client, settings, config.voice.speed)
