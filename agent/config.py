@@ -101,6 +101,20 @@ class VoxtralConfig:
 
 
 @dataclass(frozen=True)
+class OpenAIConfig:
+    base_url: str
+    model: str
+    api_key_env: str
+    mode: str
+    transcription: str
+    transcription_model: str
+    max_tokens: int
+    temperature: float
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
+@dataclass(frozen=True)
 class AsrConfig:
     threads: int
     beam_size: int
@@ -142,6 +156,17 @@ class VoiceConfig:
 
 
 @dataclass(frozen=True)
+class OpenAIVoiceConfig:
+    base_url: str
+    model: str
+    voice: str
+    api_key_env: str
+    sample_rate: int
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
+@dataclass(frozen=True)
 class PlayoutConfig:
     frame_ms: int
     max_lag_ms: int
@@ -168,10 +193,12 @@ class Config:
     turns: TurnsConfig
     brain: BrainConfig
     voxtral: VoxtralConfig
+    openai: OpenAIConfig
     asr: AsrConfig
     llm: LlmConfig
     phrases: PhrasesConfig
     voice: VoiceConfig
+    openai_voice: OpenAIVoiceConfig
     playout: PlayoutConfig
     scheduler: SchedulerConfig
     models: ModelsConfig
@@ -215,6 +242,12 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "voxtral.token_timeout_s": (lambda v: v > 0, "> 0"),
     "brain.history_turns": (lambda v: v >= 0, ">= 0"),
     "brain.stall_timeout_s": (lambda v: v > 0, "> 0"),
+    "openai.mode": (lambda v: v in ("text", "audio"), "text or audio"),
+    "openai.transcription": (lambda v: v in ("local", "remote"), "local or remote"),
+    "openai.max_tokens": (lambda v: v >= 1, ">= 1"),
+    "openai.temperature": (lambda v: 0 <= v <= 2, "0..2"),
+    "openai.connect_timeout_s": (lambda v: v > 0, "> 0"),
+    "openai.read_timeout_s": (lambda v: v > 0, "> 0"),
     "asr.threads": (lambda v: v >= 1, ">= 1"),
     "asr.beam_size": (lambda v: v >= 1, ">= 1"),
     "asr.window_s": (lambda v: v <= 30, "<= 30 (0 or less = whisper's full 30 s window)"),
@@ -237,6 +270,9 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "voice.kind": (lambda v: v in voices.CHOICES, " or ".join(voices.CHOICES)),
     "voice.speed": (lambda v: 0.5 <= v <= 2.0, "0.5..2.0"),
     "voice.threads": (lambda v: v >= 1, ">= 1"),
+    "openai_voice.sample_rate": (lambda v: 8000 <= v <= 48000, "8000..48000"),
+    "openai_voice.connect_timeout_s": (lambda v: v > 0, "> 0"),
+    "openai_voice.read_timeout_s": (lambda v: v > 0, "> 0"),
     "playout.frame_ms": (lambda v: v in (10, 20), "10 or 20"),
     "playout.max_lag_ms": (lambda v: v >= 20, ">= 20"),
     "playout.max_queue_s": (lambda v: v > 0, "> 0"),
@@ -345,6 +381,12 @@ def _check_relations(config: Config) -> None:
         raise ConfigError("config key 'phrases.first_min_words' must be <= 'phrases.first_max_words'")
     if p.min_words > p.max_words:
         raise ConfigError("config key 'phrases.min_words' must be <= 'phrases.max_words'")
+    if config.brain.kind == "openai" and not config.openai.base_url.strip():
+        raise ConfigError("config key 'openai.base_url' is empty: brain.kind = openai needs the engine's URL "
+                          "(e.g. http://127.0.0.1:8000)")
+    if config.voice.kind == "openai" and not config.openai_voice.base_url.strip():
+        raise ConfigError("config key 'openai_voice.base_url' is empty: voice.kind = openai needs the speech "
+                          "server's URL (e.g. http://127.0.0.1:8880)")
 
 
 def _merge(base: dict[str, dict[str, Any]], extra: Mapping[str, Any], origin: str) -> None:
@@ -357,6 +399,16 @@ def _merge(base: dict[str, dict[str, Any]], extra: Mapping[str, Any], origin: st
             if name not in base[section]:
                 raise ConfigError(f"{origin}: unknown config key '{section}.{name}'")
             base[section][name] = value
+
+
+def _env_key_name(rest: str) -> str:
+    """"openai_voice_base_url" -> "openai_voice.base_url": the longest section name that prefixes
+    it (section names may hold underscores too); an unknown section keeps its first word."""
+    for section in sorted(_sections(), key=len, reverse=True):
+        if rest.startswith(section + "_"):
+            return f"{section}.{rest[len(section) + 1:]}"
+    section, _, name = rest.partition("_")
+    return f"{section}.{name}"
 
 
 def load_config(
@@ -386,9 +438,7 @@ def load_config(
     for env_key, text in environ.items():
         if not env_key.startswith(ENV_PREFIX):
             continue
-        rest = env_key[len(ENV_PREFIX):].lower()
-        section, _, name = rest.partition("_")
-        _apply_override(raw, f"{section}.{name}", text, parse_strings=True)
+        _apply_override(raw, _env_key_name(env_key[len(ENV_PREFIX):].lower()), text, parse_strings=True)
     for key, value in (overrides or {}).items():
         _apply_override(raw, key, value, parse_strings=True)
     return _build(raw)

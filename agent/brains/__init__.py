@@ -11,10 +11,12 @@ from __future__ import annotations
 from agent.runtime.choice import choose_kind, kind_of
 
 AUTO = "auto"
-# config name -> module. `brain.kind = auto` takes the first one that can run here, in this order.
+# config name -> module. `brain.kind = auto` takes the first one that can run here, in this order
+# (openai never: it says it needs a configured engine).
 BRAINS = {
     "voxtral": "agent.brains.voxtral",
     "cascade": "agent.brains.cascade",
+    "openai": "agent.brains.openai_compat",
 }
 CHOICES = (AUTO, *BRAINS)
 

@@ -24,6 +24,7 @@ from agent.runtime.model_thread import ModelThread
 from agent.runtime.scheduler import current_urgency, when_idle
 
 from .base import Brain, BrainKind, Conversation, TranscriptCallback
+from .chat_history import ChatHistory
 
 log = logging.getLogger(__name__)
 
@@ -267,13 +268,8 @@ class CascadeBrain(Brain):
                  sum(c.load_s for c in chats), llm.slots, "" if llm.slots == 1 else "s")
         return cls(transcriber, chats, brain)
 
-    def system_message(self) -> dict:
-        return {"role": "system", "content": self.config.system_prompt}
-
-    def next_prompt_prefix(self, history: list[dict]) -> list[dict]:
-        """Messages whose formatted prompt is a prefix of the next turn's prompt: an empty user
-        turn renders the same role header the real one will have."""
-        return [self.system_message(), *history, {"role": "user", "content": ""}]
+    def new_history(self) -> ChatHistory:
+        return ChatHistory(self.config.system_prompt, self.config.history_turns)
 
     def new_conversation(self) -> "CascadeConversation":
         return CascadeConversation(self)
@@ -282,7 +278,7 @@ class CascadeBrain(Brain):
         started = time.perf_counter()
         await self.transcriber.transcribe(np.zeros(16000, dtype=np.int16))
         for chat in self.slots.chats:
-            await chat.warm(self.next_prompt_prefix([]))  # caches the system prompt
+            await chat.warm(self.new_history().next_prompt_prefix())  # caches the system prompt
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
     def capacity(self) -> int:
@@ -306,19 +302,14 @@ def _log_warm_failure(future: asyncio.Future) -> None:
 class CascadeConversation(Conversation):
     def __init__(self, brain: CascadeBrain) -> None:
         self.brain = brain
-        self.history: list[dict] = []
-        self._reply_start: int | None = None  # history length before the reply in progress
+        self.chat_history = brain.new_history()
         self._warming: asyncio.Future | None = None
         self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
         self._slot: int | None = None  # the LLM slot this conversation used last (its prompt is cached there)
 
-    def _trim(self, reserve: int = 0) -> None:
-        """Keep the last history_turns exchanges (minus `reserve` messages), starting with a user turn."""
-        keep = max(0, 2 * self.brain.config.history_turns - reserve)
-        if len(self.history) > keep:
-            del self.history[: len(self.history) - keep]
-        while self.history and self.history[0]["role"] != "user":
-            self.history.pop(0)
+    @property
+    def history(self) -> list[dict]:
+        return self.chat_history.messages
 
     async def transcribe(self, audio: np.ndarray) -> str:
         text = await self.brain.transcriber.transcribe(audio)
@@ -326,7 +317,7 @@ class CascadeConversation(Conversation):
         return text
 
     async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
-        self._reply_start = len(self.history)
+        self.chat_history.begin_reply()
         heard, self._heard = self._heard, None
         if heard is not None and np.array_equal(heard[0], audio):
             text = heard[1]
@@ -334,33 +325,24 @@ class CascadeConversation(Conversation):
             text = await self.brain.transcriber.transcribe(audio)
         if on_transcript(text) is False or not text:
             return
-        self.history.append({"role": "user", "content": text})
-        self._trim()
-        self._reply_start = min(self._reply_start, len(self.history) - 1)
-        messages = [self.brain.system_message(), *self.history]
+        self.chat_history.add_user(text)
         async with self.brain.slots.lease(self._slot) as slot:
             self._slot = slot
-            async with contextlib.aclosing(self.brain.slots.chats[slot].stream(messages)) as pieces:
+            async with contextlib.aclosing(self.brain.slots.chats[slot].stream(self.chat_history.prompt())) as pieces:
                 async for piece in pieces:
                     yield piece
 
     def rollback(self) -> None:
-        if self._reply_start is not None:
-            del self.history[self._reply_start:]
-            self._reply_start = None
+        self.chat_history.rollback()
 
     def record_agent_reply(self, spoken_text: str) -> None:
-        self._reply_start = None
-        if not self.history or self.history[-1]["role"] != "user":
+        if not self.chat_history.record_agent_reply(spoken_text):
             return
-        if spoken_text.strip():
-            self.history.append({"role": "assistant", "content": spoken_text.strip()})
-        # Trim now, leaving room for the next user message, and evaluate the resulting prompt
-        # prefix in the background: when trimming drops the oldest exchange the cached prefix
-        # no longer matches, and re-evaluating the whole history would otherwise land on the
-        # next turn's critical path (~1 s here).
-        self._trim(reserve=1)
-        self._warming = asyncio.ensure_future(self._warm(self.brain.next_prompt_prefix(list(self.history))))
+        # The history is trimmed now, leaving room for the next user message: evaluate the
+        # resulting prompt prefix in the background. When trimming drops the oldest exchange the
+        # cached prefix no longer matches, and re-evaluating the whole history would otherwise
+        # land on the next turn's critical path (~1 s here).
+        self._warming = asyncio.ensure_future(self._warm(self.chat_history.next_prompt_prefix()))
         self._warming.add_done_callback(_log_warm_failure)
 
     async def _warm(self, prefix: list[dict]) -> None:

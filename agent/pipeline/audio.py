@@ -7,6 +7,7 @@ reused: `finish()` ends a stream for good.
 
 from __future__ import annotations
 
+import io
 import wave
 from pathlib import Path
 
@@ -113,10 +114,17 @@ def read_wav(path: str | Path, rate: int, trim: bool = True) -> np.ndarray:
     return trim_silence(out, rate) if trim else out
 
 
-def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
-    """Write int16 mono samples as a 16-bit PCM WAV file."""
-    with wave.open(str(path), "wb") as wav:
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """int16 mono samples as the bytes of a 16-bit PCM WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(np.ascontiguousarray(samples, dtype=np.int16).tobytes())
+    return buffer.getvalue()
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
+    """Write int16 mono samples as a 16-bit PCM WAV file."""
+    Path(path).write_bytes(wav_bytes(samples, rate))

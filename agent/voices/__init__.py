@@ -12,11 +12,13 @@ from agent.runtime.choice import choose_kind, kind_of
 
 AUTO = "auto"
 # config name -> module. `voice.kind = auto` takes the first one that can run here, in this order:
-# Kokoro-82M in PyTorch on a CUDA GPU, else hibari (Kokoro distilled, fast on a CPU).
+# Kokoro-82M in PyTorch on a CUDA GPU, else hibari (Kokoro distilled, fast on a CPU); openai never
+# (it says it needs a configured speech server).
 VOICES = {
     "kokoro-torch": "agent.voices.kokoro_torch",
     "hibari": "agent.voices.hibari",
     "kokoro-onnx": "agent.voices.kokoro_onnx",
+    "openai": "agent.voices.openai_speech",
 }
 CHOICES = (AUTO, *VOICES)
 

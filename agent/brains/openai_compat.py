@@ -1,0 +1,218 @@
+"""The remote brain: any engine that speaks the OpenAI-compatible API (vLLM, SGLang, llama.cpp's
+server, Ollama) answers through streamed chat completions (`POST /v1/chat/completions`,
+`stream: true`, server-sent events). Two modes (`openai.mode`):
+
+- text: the utterance is transcribed, locally by the cascade's whisper tiny.en (the same model
+  files, `[asr]` settings) or by the engine (`POST /v1/audio/transcriptions`, a WAV), then
+  answered with the conversation history: the same `ChatHistory` as the cascade (bounded, only
+  what was played, rolled back for a discarded preemptive answer, fillers and noise unanswered).
+- audio: a speech-LLM (Voxtral served by vLLM) hears the utterance itself, sent in the chat
+  message as an `input_audio` part (base64 WAV); the persona goes in that message's text (the
+  Voxtral tokenizer refuses a system message with audio) and earlier turns stay as text. The
+  transcript (for the page and the history) is made alongside the answer, local or remote, and
+  is known before the first piece is passed on, so fillers and noise still get no answer.
+
+Closing the reply (barge-in, a discarded preemptive answer) closes the HTTP connection, so the
+engine stops generating. Failures are `EngineError`s with a clear message (never the API key),
+which the session turns into an `error` event; the next turn tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from typing import AsyncIterator, Protocol
+
+import numpy as np
+
+from agent.config import BrainConfig, Config, OpenAIConfig
+from agent.pipeline.audio import wav_bytes
+from agent.runtime.openai_api import OpenAIClient, api_key_from_env
+
+from .base import Brain, BrainKind, Conversation, TranscriptCallback
+from .cascade import WHISPER_FILES, WhisperTranscriber
+from .chat_history import ChatHistory
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+
+
+class Transcriber(Protocol):
+    async def transcribe(self, audio: np.ndarray) -> str: ...
+
+
+class RemoteTranscriber:
+    """Transcription by the engine: `POST /v1/audio/transcriptions` with the utterance as a WAV."""
+
+    def __init__(self, client: OpenAIClient, model: str, language: str) -> None:
+        self.client = client
+        self.model = model
+        self.language = language
+
+    async def transcribe(self, audio: np.ndarray) -> str:
+        return await self.client.transcription(wav_bytes(audio, RATE), self.model, self.language)
+
+
+def input_audio_part(audio: np.ndarray) -> dict:
+    """An utterance (int16, 16 kHz) as an OpenAI `input_audio` content part (base64 WAV)."""
+    return {"type": "input_audio",
+            "input_audio": {"data": base64.b64encode(wav_bytes(audio, RATE)).decode("ascii"), "format": "wav"}}
+
+
+class OpenAICompatibleBrain(Brain):
+    name = "openai"
+
+    def __init__(self, client: OpenAIClient, transcriber: Transcriber, settings: OpenAIConfig,
+                 brain: BrainConfig) -> None:
+        self.client = client
+        self.transcriber = transcriber
+        self.settings = settings
+        self.config = brain
+
+    def new_history(self) -> ChatHistory:
+        return ChatHistory(self.config.system_prompt, self.config.history_turns)
+
+    def new_conversation(self) -> "OpenAICompatibleConversation":
+        return OpenAICompatibleConversation(self)
+
+    def request(self, messages: list[dict], max_tokens: int | None = None) -> dict:
+        """The body of a chat completion request for `messages`."""
+        body: dict = {"messages": messages, "max_tokens": max_tokens or self.settings.max_tokens,
+                      "temperature": self.settings.temperature}
+        if self.settings.model:
+            body["model"] = self.settings.model
+        return body
+
+    def stream(self, messages: list[dict]) -> AsyncIterator[str]:
+        return self.client.chat_stream(self.request(messages))
+
+    def audio_prompt(self, history: ChatHistory, audio: np.ndarray) -> list[dict]:
+        """Speech-LLM mode: the earlier turns as text, then the utterance with the persona."""
+        content = [input_audio_part(audio)]
+        if self.config.system_prompt:
+            content.append({"type": "text", "text": self.config.system_prompt})
+        return [*history.messages, {"role": "user", "content": content}]
+
+    async def warm_up(self) -> None:
+        started = time.perf_counter()
+        if isinstance(self.transcriber, WhisperTranscriber):
+            await self.transcriber.transcribe(np.zeros(RATE, dtype=np.int16))
+        # One token for the persona, so an engine with a prompt cache has it; an engine that is
+        # not up yet is only a warning: each turn tries again, and fails as an `error` event.
+        try:
+            if self.settings.mode == "text":
+                async with contextlib.aclosing(self.client.chat_stream(
+                        self.request(self.new_history().next_prompt_prefix(), max_tokens=1))) as pieces:
+                    async for _ in pieces:
+                        pass
+            else:
+                why_not = await self.client.check()
+                if why_not:
+                    raise RuntimeError(why_not)
+        except Exception as exc:  # noqa: BLE001 - start-up goes on; the message says what failed
+            log.warning("openai brain: the engine at %s did not answer the warm-up: %s", self.client.shown_url, exc)
+            return
+        log.info("openai brain warmed up in %.2fs", time.perf_counter() - started)
+
+    def load_times(self) -> dict[str, float]:
+        return {"asr": self.transcriber.load_s} if isinstance(self.transcriber, WhisperTranscriber) else {}
+
+    def close(self) -> None:
+        self.client.close()
+        if isinstance(self.transcriber, WhisperTranscriber):
+            self.transcriber.thread.shutdown()
+
+
+class OpenAICompatibleConversation(Conversation):
+    def __init__(self, brain: OpenAICompatibleBrain) -> None:
+        self.brain = brain
+        self.chat_history = brain.new_history()
+        self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
+
+    @property
+    def history(self) -> list[dict]:
+        return self.chat_history.messages
+
+    async def transcribe(self, audio: np.ndarray) -> str:
+        text = await self.brain.transcriber.transcribe(audio)
+        self._heard = (audio, text)
+        return text
+
+    async def _transcript(self, audio: np.ndarray) -> str:
+        heard, self._heard = self._heard, None
+        if heard is not None and np.array_equal(heard[0], audio):
+            return heard[1]
+        return await self.brain.transcriber.transcribe(audio)
+
+    def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+        if self.brain.settings.mode == "audio":
+            return self._reply_to_speech(audio, on_transcript)
+        return self._reply_to_text(audio, on_transcript)
+
+    async def _reply_to_text(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+        self.chat_history.begin_reply()
+        text = await self._transcript(audio)
+        if on_transcript(text) is False or not text:
+            return
+        self.chat_history.add_user(text)
+        async with contextlib.aclosing(self.brain.stream(self.chat_history.prompt())) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def _reply_to_speech(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+        self.chat_history.begin_reply()
+        messages = self.brain.audio_prompt(self.chat_history, audio)
+        transcribing = asyncio.ensure_future(self._transcript(audio))  # alongside the engine's answer
+        try:
+            async with contextlib.aclosing(self.brain.stream(messages)) as pieces:
+                first = True
+                async for piece in pieces:
+                    if first:  # the transcript decides whether the answer is passed on at all
+                        first = False
+                        text = await transcribing
+                        if on_transcript(text) is False or not text:
+                            return
+                        self.chat_history.add_user(text)
+                    yield piece
+            if first:  # an empty answer: still say what was heard
+                text = await transcribing
+                if on_transcript(text) is not False and text:
+                    self.chat_history.add_user(text)
+        finally:
+            if not transcribing.done():
+                transcribing.cancel()
+            elif not transcribing.cancelled():
+                transcribing.exception()  # retrieved: an error of its own is not news after the answer's
+
+    def record_agent_reply(self, spoken_text: str) -> None:
+        self.chat_history.record_agent_reply(spoken_text)
+
+    def rollback(self) -> None:
+        self.chat_history.rollback()
+
+
+def load(config: Config, paths) -> OpenAICompatibleBrain:
+    settings = config.openai
+    api_key = api_key_from_env(settings.api_key_env, "openai.api_key_env")
+    client = OpenAIClient(settings.base_url, api_key, settings.connect_timeout_s, settings.read_timeout_s)
+    if settings.transcription == "local":
+        transcriber: Transcriber = WhisperTranscriber(paths[WHISPER_FILES[0].relpath].parent, config.asr)
+    else:
+        transcriber = RemoteTranscriber(client, settings.transcription_model or settings.model, config.asr.language)
+    log.info("openai brain: engine %s, model %s, mode %s, transcription %s, API key %s", client.shown_url,
+             settings.model or "(the engine's)", settings.mode, settings.transcription,
+             f"from ${settings.api_key_env}" if api_key else "none")
+    return OpenAICompatibleBrain(client, transcriber, settings, config.brain)
+
+
+KIND = BrainKind(
+    name="openai",
+    model_files=lambda config: WHISPER_FILES if config.openai.transcription == "local" else (),
+    load=load,
+    # Never picked by brain.kind = auto: it needs an engine somebody configured.
+    unavailable=lambda _config: "openai is chosen only by name (brain.kind = openai, with openai.base_url)",
+)

@@ -1,0 +1,207 @@
+"""Test doubles of OpenAI-compatible servers (aiohttp, on 127.0.0.1) for what the real engine the
+tests run (llama-cpp-python's server, tests/llama_server.py) cannot show here:
+
+- `FailingEngine`: failure modes ONLY (HTTP errors with a body, malformed or unfinished event
+  streams, a stream that stalls, a reply that is not an event stream). It never answers anything.
+- `SpeechLLMRequestChecker`: vLLM serving Voxtral (a GPU engine that cannot run here) receives
+  speech-LLM requests (`input_audio`) and transcription requests; this double checks their shape
+  and records them, and answers with a fixed text that says it is the double.
+- `HibariSpeechServer`: `/v1/audio/speech` synthesised by the project's real hibari voice and
+  streamed as raw 24 kHz PCM in small chunks (no public engine serves speech on a CPU here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import wave
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiohttp import web
+
+
+class LocalServer:
+    """An aiohttp app on 127.0.0.1 (a free port), as an async context manager."""
+
+    def __init__(self) -> None:
+        self.app = web.Application()
+        self.requests: list[dict] = []  # what each request carried (path, headers, body)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self):
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = "http://127.0.0.1:%d" % self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._runner.cleanup()
+
+    def record(self, request: web.Request, body) -> None:
+        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    return response
+
+
+def sse(payload) -> bytes:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
+
+
+def delta(text: str) -> dict:
+    return {"choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+class FailingEngine(LocalServer):
+    """Fails every request the way `mode` says (see the module docstring). In "stall" mode,
+    `stalled` is set once a stream stalls and `disconnected` once its client has gone away."""
+
+    MODES = ("status", "malformed", "no_done", "stall", "not_event_stream", "error_event")
+
+    def __init__(self, mode: str, status: int = 500, body: str = "") -> None:
+        super().__init__()
+        assert mode in self.MODES
+        self.mode, self.status, self.body = mode, status, body
+        self.stalled = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        for path in ("/v1/chat/completions", "/v1/audio/transcriptions", "/v1/audio/speech"):
+            self.app.router.add_post(path, self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.record(request, body)
+        if self.mode == "status":
+            return web.Response(status=self.status, text=self.body, content_type="application/json")
+        if self.mode == "not_event_stream":
+            return web.json_response({"id": "x", "choices": [{"message": {"content": "not streamed"}}]})
+        response = await event_stream(request)
+        await response.write(sse(delta("Hello")))
+        if self.mode == "malformed":
+            await response.write(b"data: {\"choices\": [{\"delta\": {\"content\": \n\n")
+        elif self.mode == "error_event":
+            await response.write(sse({"error": {"message": "CUDA out of memory", "code": 500}}))
+        elif self.mode == "stall":
+            self.stalled.set()
+            try:
+                while True:  # the client may go: a write to a closed connection fails
+                    await asyncio.sleep(0.05)
+                    if request.transport is None or request.transport.is_closing():
+                        raise ConnectionResetError
+            except (ConnectionResetError, asyncio.CancelledError):
+                self.disconnected.set()
+                raise
+        return response  # no_done (and the others): the stream just ends, without [DONE]
+
+
+@dataclass
+class CheckedRequest:
+    path: str
+    body: dict = field(default_factory=dict)
+    audio: np.ndarray | None = None  # the WAV it carried, decoded
+    rate: int = 0
+
+
+def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2, "expected 16-bit mono WAV"
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2"), wav.getframerate()
+
+
+class SpeechLLMRequestChecker(LocalServer):
+    """Checks speech-LLM chat requests (the newest user message carries `input_audio`: base64
+    WAV, format "wav") and multipart transcription requests as vLLM receives them; answers with
+    `ANSWER` streamed word by word and transcribes every WAV as `TRANSCRIPT`."""
+
+    ANSWER = "This is the request checker's fixed answer."
+
+    def __init__(self, transcript: str = "what is the capital of france") -> None:
+        super().__init__()
+        self.transcript = transcript
+        self.checked: list[CheckedRequest] = []
+        self.app.router.add_post("/v1/chat/completions", self.chat)
+        self.app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.record(request, body)
+        try:
+            self._check_chat(request, body)
+        except AssertionError as exc:  # the client sees why, in the error message
+            return web.json_response({"error": {"message": f"request checker: {exc}"}}, status=400)
+        response = await event_stream(request)
+        for i, word in enumerate(self.ANSWER.split()):
+            await response.write(sse(delta(word if i == 0 else " " + word)))
+        await response.write(sse("[DONE]"))
+        return response
+
+    def _check_chat(self, request: web.Request, body: dict) -> None:
+        assert body["stream"] is True
+        messages = body["messages"]
+        assert all(m["role"] in ("user", "assistant") for m in messages), "no system message with audio (Voxtral)"
+        newest = messages[-1]
+        assert newest["role"] == "user" and isinstance(newest["content"], list)
+        audio_part = newest["content"][0]
+        assert audio_part["type"] == "input_audio" and audio_part["input_audio"]["format"] == "wav"
+        audio, rate = decode_wav(base64.b64decode(audio_part["input_audio"]["data"], validate=True))
+        assert all(isinstance(m["content"], str) for m in messages[:-1]), "earlier turns stay as text"
+        self.checked.append(CheckedRequest(request.path, body, audio, rate))
+
+    async def transcriptions(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        fields = {k: v for k, v in form.items() if k != "file"}
+        self.record(request, fields)
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField) or upload.content_type != "audio/wav":
+            return web.json_response({"error": {"message": "request checker: expected a WAV file field"}}, status=400)
+        audio, rate = decode_wav(upload.file.read())
+        self.checked.append(CheckedRequest(request.path, fields, audio, rate))
+        return web.json_response({"text": self.transcript})
+
+
+class HibariSpeechServer(LocalServer):
+    """`POST /v1/audio/speech` spoken by the real hibari voice (response_format "pcm": 16-bit
+    mono 24 kHz), written in `chunk_bytes` pieces (odd-sized, so samples straddle chunks) as it is
+    synthesised. `aborted` is set when the client leaves before the end."""
+
+    def __init__(self, voice, chunk_bytes: int = 4801, pause_s: float = 0.01) -> None:
+        super().__init__()
+        self.voice = voice
+        self.chunk_bytes = chunk_bytes
+        self.pause_s = pause_s
+        self.aborted = asyncio.Event()
+        self.finished = 0
+        self.app.router.add_post("/v1/audio/speech", self.speech)
+
+    async def speech(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.record(request, body)
+        if body.get("response_format") != "pcm" or not body.get("input"):
+            return web.json_response({"error": {"message": "only response_format pcm with an input"}}, status=400)
+        assert self.voice.sample_rate == 24000
+        response = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
+        await response.prepare(request)
+        try:
+            async with contextlib.aclosing(self.voice.speak(body["input"])) as chunks:
+                async for chunk in chunks:
+                    data = chunk.astype("<i2").tobytes()
+                    for start in range(0, len(data), self.chunk_bytes):
+                        if request.transport is None or request.transport.is_closing():
+                            raise ConnectionResetError
+                        await response.write(data[start:start + self.chunk_bytes])
+                        await asyncio.sleep(self.pause_s)
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.aborted.set()
+            raise
+        self.finished += 1
+        return response
