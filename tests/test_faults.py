@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -185,3 +186,63 @@ async def test_an_events_channel_closed_early_does_not_break_the_call():
             await asyncio.sleep(0.05)
         assert client.first_audible_after(sent.ended_at) is not None
         await client.close()
+
+
+class BlocksInNativeCode(ScriptedBrain):
+    """Its LLM step blocks its model thread (as a call stuck inside C code would: no asyncio,
+    no cancellation) on the first turn; later turns find the model stuck."""
+
+    def __init__(self, thread):
+        super().__init__()
+        self.thread = thread
+        self.release = threading.Event()
+
+    def new_conversation(self):
+        brain = self
+
+        class Conversation(ScriptedConversation):
+            async def reply(self, audio, on_transcript):
+                on_transcript("hello")
+                await brain.thread.run(brain.release.wait, 60)
+                yield "never"
+
+        return Conversation(self)
+
+
+async def test_a_model_blocked_in_a_thread_fails_turns_fast_and_health_says_so():
+    from agent.runtime.model_thread import ModelThread
+    from agent.runtime.scheduler import ComputeScheduler
+    from agent.testing import stub_models
+    from signaling.server import loopback_config, running_server
+
+    scheduler = ComputeScheduler(cores=1, stuck_after_s=1.0)
+    stuck_llm = ModelThread("stuck-llm", scheduler=scheduler)
+    voice_model = ModelThread("other-voice", scheduler=scheduler)
+    brain = BlocksInNativeCode(stuck_llm)
+    config = load_config(environ={}, overrides={"brain.stall_timeout_s": "1.5"})
+    events = []
+    session = AgentSession(config, brain, ToneVoice(), send_event=lambda e: events.append(to_json(e)))
+    try:
+        turn = session.start_turn(voiced(600), 0.0, 0.2)
+        await asyncio.wait_for(drain(session, turn), 10)  # the stall guard ends the first turn
+        assert [e["kind"] for e in events if e["type"] == "error"] == ["timeout"]
+        assert stuck_llm.stuck
+        started = time.monotonic()
+        turn = session.start_turn(voiced(600), 0.0, 0.2)
+        await asyncio.wait_for(drain(session, turn), 10)
+        assert time.monotonic() - started < 1.0  # fails at once: no second wait for the stall guard
+        error = [e for e in events if e["type"] == "error"][-1]
+        assert error["kind"] == "ModelStuck" and "stuck-llm" in error["message"]
+        assert session.state == "listening"
+        # Its CPU lease was written off: another model on the same cores still runs.
+        assert await asyncio.wait_for(voice_model.run(lambda: "spoken"), 5) == "spoken"
+        async with running_server(loopback_config(config), stub_models()) as server:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{server.url}/healthz") as resp:
+                    health = await resp.json()
+                    assert resp.status == 503 and "stuck-llm" in health["stuck_models"], health
+    finally:
+        brain.release.set()
+        await session.close()
+        stuck_llm.shutdown()
+        voice_model.shutdown()
