@@ -42,17 +42,33 @@ class StageStalled(TimeoutError):
     """A model produced nothing for longer than brain.stall_timeout_s."""
 
 
-async def stall_guard(stream: AsyncIterator, timeout_s: float, stage: str) -> AsyncIterator:
+QUEUE_CHECK_S = 0.25  # how often the stall guard looks whether the stage is waiting behind other calls
+
+
+async def stall_guard(stream: AsyncIterator, timeout_s: float, stage: str,
+                      urgency: Urgency | None = None) -> AsyncIterator:
     """Yield from `stream`, failing if it goes `timeout_s` without producing anything (a hung or
-    stalled model). A long but steady answer is never cut."""
+    stalled model). A long but steady answer is never cut, and while the stage's work waits
+    behind other calls' (`urgency.waiting`: for the CPU or an LLM slot) the clock does not run."""
+    loop = asyncio.get_running_loop()
     async with contextlib.aclosing(stream) as items:
         iterator = items.__aiter__()
         while True:
             try:
                 # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation
                 # that races with a result, and a barge-in must never let one more chunk through.
-                async with asyncio.timeout(timeout_s):
-                    item = await iterator.__anext__()
+                async with asyncio.timeout(timeout_s) as window:
+                    def extend_while_queued() -> None:
+                        nonlocal check
+                        if urgency is not None and urgency.waiting:
+                            window.reschedule(loop.time() + timeout_s)
+                        check = loop.call_later(QUEUE_CHECK_S, extend_while_queued)
+
+                    check = loop.call_later(QUEUE_CHECK_S, extend_while_queued)
+                    try:
+                        item = await iterator.__anext__()
+                    finally:
+                        check.cancel()
             except StopAsyncIteration:
                 return
             except TimeoutError:
@@ -189,7 +205,8 @@ class AnswerTurn:
 
         async def produce_phrases() -> None:
             pieces = self._mark_first(
-                stall_guard(self.conversation.reply(audio, on_transcript), self.config.brain.stall_timeout_s, "brain"),
+                stall_guard(self.conversation.reply(audio, on_transcript), self.config.brain.stall_timeout_s, "brain",
+                            self.urgency),
                 "first_token")
             chunker = PhraseChunker(self.config.phrases, clock=time.monotonic)
             ahead = PLAYOUT_RATE * self.config.phrases.timeout_ms // 1000
@@ -226,7 +243,7 @@ class AnswerTurn:
                 self.phrases.append(phrase)
                 started = self.clock()
                 self.synthesizing = True
-                speech = stall_guard(self.voice.speak(text), self.config.brain.stall_timeout_s, "voice")
+                speech = stall_guard(self.voice.speak(text), self.config.brain.stall_timeout_s, "voice", self.urgency)
                 async with contextlib.aclosing(speech) as chunks:
                     async for chunk in chunks:
                         self.timeline.mark("first_pcm", self.clock())

@@ -119,3 +119,30 @@ async def test_simultaneous_questions_are_answered_in_turn_order_and_started_ans
         llm.shutdown()
         voice_thread.shutdown()
     assert np.isfinite(sum(first_audio.values()))
+
+
+async def test_waiting_behind_another_calls_work_is_not_a_stall():
+    """A turn whose model work waits for the CPU longer than brain.stall_timeout_s is not failed
+    as a stalled model: the stall guard's clock stops while it waits behind other calls."""
+    scheduler = ComputeScheduler(cores=1)
+    llm, voice_thread = ModelThread("llm", scheduler=scheduler), ModelThread("voice", scheduler=scheduler)
+    other = ModelThread("other-call", scheduler=scheduler)
+    config = load_config(environ={}, overrides={"turns.semantic": "false", "brain.stall_timeout_s": "0.5"})
+    events: list[dict] = []
+    session = AgentSession(config, ComputingBrain(llm), ComputingVoice(voice_thread),
+                           send_event=lambda e: events.append(to_json(e)))
+    try:
+        hog = asyncio.ensure_future(other.run(_busy, 1.5))  # another call's long step holds the only core
+        await asyncio.sleep(0.05)
+        turn = session.start_turn(voiced(600), time.perf_counter(), time.perf_counter())
+        while not turn.task.done():
+            session.output.pull(FRAME * 10)
+            await asyncio.sleep(0.02)
+        await hog
+        timeline = next(e for e in events if e["type"] == "timeline")
+        assert timeline["outcome"] == "answered", [e for e in events if e["type"] == "error"]
+        assert timeline["queue_wait_ms"] > 1000
+    finally:
+        await session.close()
+        for thread in (llm, voice_thread, other):
+            thread.shutdown()

@@ -218,6 +218,9 @@ class ChatSlots:
             started = time.perf_counter()
             future = asyncio.get_running_loop().create_future()
             self._waiting.append(future)
+            urgency = current_urgency.get()
+            if urgency is not None:
+                urgency.waiting += 1
             try:
                 index = await future
             except asyncio.CancelledError:
@@ -225,8 +228,8 @@ class ChatSlots:
                     self._give(future.result())
                 raise
             finally:
-                urgency = current_urgency.get()
                 if urgency is not None:
+                    urgency.waiting -= 1
                     urgency.waited_s += time.perf_counter() - started
         try:
             yield index

@@ -237,13 +237,18 @@ class ModelThread:
     def stuck(self) -> bool:
         return self.stuck_for() > self.scheduler.stuck_after_s
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_s: float = 5.0) -> None:
+        """Take no more work, drop what is queued, and wait (up to `wait_s`) for the step now
+        running: freeing a model while its thread is still inside it would crash the process.
+        A stuck model is not waited for (its daemon thread cannot keep the process alive)."""
         with self._cond:
             self._closed = True
             jobs, self._jobs = self._jobs, []
             self._cond.notify_all()
         for job in jobs:
             job.abandon()
+        if not self.stuck and self._thread is not threading.current_thread():
+            self._thread.join(wait_s)
 
     def _check_usable(self) -> None:
         if self._closed:

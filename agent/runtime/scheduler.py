@@ -44,8 +44,9 @@ class Urgency:
 
     deadline: Callable[[], float]
     label: str = ""
-    waited_s: float = 0.0  # time this call's steps spent waiting for the CPU
+    waited_s: float = 0.0  # time this call's steps spent waiting for the CPU (or an LLM slot)
     steps: int = 0
+    waiting: int = 0  # its steps waiting right now (behind other calls' work: not a stalled model)
 
 
 def due_now(label: str = "") -> Urgency:
@@ -102,13 +103,19 @@ class ComputeScheduler:
         cores = min(max(1, cores), self.cores)
         waiter = _Waiter(deadline, next(self._seq), cores)
         started = clock()
+        if urgency is not None:
+            urgency.waiting += 1
         with self._lock:
             heapq.heappush(self._waiting, waiter)
             self._grant()
-        while not waiter.granted.wait(timeout=1.0):
-            with self._lock:
-                self._write_off_stuck()
-                self._grant()
+        try:
+            while not waiter.granted.wait(timeout=1.0):
+                with self._lock:
+                    self._write_off_stuck()
+                    self._grant()
+        finally:
+            if urgency is not None:
+                urgency.waiting -= 1
         waited = clock() - started
         lease = waiter.seq
         with self._lock:
