@@ -47,17 +47,31 @@ def test_rate_limiter_counts_a_sliding_minute_per_key():
 
 def test_admission_refuses_beyond_the_limit_and_while_closing():
     config = guarded_config().server
-    active = [0]
-    admission = Admission(config, lambda: active[0])
-    admission.admit("1.2.3.4")
-    active[0] = 1
+    admission = Admission(config)
+    slot = admission.admit("1.2.3.4")
+    assert admission.active == 1
     with pytest.raises(Rejected) as exc:
-        admission.admit("1.2.3.4")
+        admission.admit("5.6.7.8")
     assert exc.value.status == 503 and exc.value.retry_after_s
-    active[0] = 0
+    slot.release()
+    slot.release()  # idempotent
+    assert admission.active == 0
     admission.closing = True
     with pytest.raises(Rejected, match="shutting down"):
         admission.admit("1.2.3.4")
+
+
+def test_admission_caps_concurrent_calls_per_address():
+    config = guarded_config(**{"server.max_sessions": "10", "server.max_sessions_per_address": "2"}).server
+    admission = Admission(config)
+    first, _second = admission.admit("1.2.3.4"), admission.admit("1.2.3.4")
+    with pytest.raises(Rejected) as exc:
+        admission.admit("1.2.3.4")
+    assert exc.value.status == 429 and "max_sessions_per_address" in exc.value.message and exc.value.retry_after_s
+    admission.admit("5.6.7.8")  # another address is not affected
+    first.release()
+    admission.admit("1.2.3.4")  # a freed place can be taken again
+    assert admission.active == 3
 
 
 async def test_token_origin_and_content_checks_over_http():
