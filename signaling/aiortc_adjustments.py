@@ -37,6 +37,10 @@ called explicitly at start-up (`signaling.server`, `attach_agent`, the headless 
    receive window (1 MiB) as fragments arrive but never refuses a chunk beyond it, so a peer that
    ignores the window (fragments of a message never finished) grows memory without bound. The
    check says when a peer has gone past it; the server releases such a peer.
+7. Empty audio packets (process-wide, `install`): an RTP packet with an empty payload reaches
+   aiortc's audio decoder as an empty packet, which FFmpeg takes as "flush": the decoder then
+   fails every later frame ("End of file") and the agent is deaf for the rest of the call. The
+   installed receiver drops audio packets without payload before they are decoded.
 """
 
 from __future__ import annotations
@@ -224,6 +228,16 @@ def _stop_decoder_without_join(self: RTCRtpReceiver) -> None:
         self._RTCRtpReceiver__decoder_thread = None  # type: ignore[attr-defined]
 
 
+# -- 7. empty audio packets ------------------------------------------------------------------
+AIORTC_HANDLE_RTP_PACKET = RTCRtpReceiver._handle_rtp_packet
+
+
+async def _handle_rtp_packet_with_payload(self: RTCRtpReceiver, packet, arrival_time_ms: int) -> None:
+    if not packet.payload and self._RTCRtpReceiver__kind == "audio":  # type: ignore[attr-defined]
+        return
+    await AIORTC_HANDLE_RTP_PACKET(self, packet, arrival_time_ms)
+
+
 # -- 6. data channel receive window -----------------------------------------------------------
 def sctp_window_overrun(pc: RTCPeerConnection) -> bool:
     """True when the remote peer has sent data channel fragments beyond the receive window
@@ -235,13 +249,15 @@ def sctp_window_overrun(pc: RTCPeerConnection) -> bool:
 
 # -- installing -------------------------------------------------------------------------------
 def install() -> None:
-    """Apply the process-wide adjustments (1, 2 and 5). Idempotent."""
+    """Apply the process-wide adjustments (1, 2, 5 and 7). Idempotent."""
     rtp.compute_audio_level_dbov = compute_audio_level_dbov
     aioice.ice.get_host_addresses = _configured_host_addresses
     RTCRtpReceiver._RTCRtpReceiver__stop_decoder = _stop_decoder_without_join  # type: ignore[attr-defined]
+    RTCRtpReceiver._handle_rtp_packet = _handle_rtp_packet_with_payload
 
 
 def installed() -> bool:
     return (rtp.compute_audio_level_dbov is compute_audio_level_dbov
             and aioice.ice.get_host_addresses is _configured_host_addresses
-            and RTCRtpReceiver._RTCRtpReceiver__stop_decoder is _stop_decoder_without_join)  # type: ignore[attr-defined]
+            and RTCRtpReceiver._RTCRtpReceiver__stop_decoder is _stop_decoder_without_join  # type: ignore[attr-defined]
+            and RTCRtpReceiver._handle_rtp_packet is _handle_rtp_packet_with_payload)
