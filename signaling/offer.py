@@ -21,7 +21,7 @@ or decoded): video sections, so a caller that offers its camera still gets a voi
 Remote candidates the server never contacts (removed from the offer before aiortc sees it):
 names other than IP addresses (never resolved), `.local` mDNS names unless
 `ice.allow_mdns_candidates`, addresses that are not unicast (unspecified, multicast, broadcast,
-reserved), and addresses outside `ice.allowed_candidate_networks` when it is set.
+reserved) or ports out of range, and addresses outside `ice.allowed_candidate_networks` when it is set.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def _filter_candidates(parsed: SessionDescription, policy: OfferPolicy) -> int:
     for media in parsed.media:
         kept = []
         for candidate in media.ice_candidates:
-            reason = _unusable(candidate.ip, policy)
+            reason = _unusable(candidate.ip, candidate.port, policy)
             if reason is None:
                 kept.append(candidate)
             else:
@@ -194,15 +194,17 @@ def _filter_candidates(parsed: SessionDescription, policy: OfferPolicy) -> int:
     return dropped
 
 
-def _unusable(host: str, policy: OfferPolicy) -> str | None:
-    """Why the server must not contact a remote candidate at `host` (None: it may)."""
+def _unusable(host: str, port: int, policy: OfferPolicy) -> str | None:
+    """Why the server must not contact a remote candidate at `host`:`port` (None: it may)."""
+    if not 0 < port < 65536:
+        return "ports out of range"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         if host.lower().endswith(".local"):
             return None if policy.allow_mdns else "mDNS .local names (ice.allow_mdns_candidates is off)"
         return "host names (never resolved)"
-    if address.is_unspecified or address.is_multicast or address.is_reserved or \
+    if address.is_unspecified or address.is_multicast or (address.is_reserved and not address.is_loopback) or \
             (address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255")):
         return "addresses that are not unicast"
     if policy.networks and not any(address.version == n.version and address in n for n in policy.networks):
