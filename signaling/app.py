@@ -49,6 +49,8 @@ def parse_offer(body: bytes, policy: OfferPolicy | int | None = None) -> Checked
     except RecursionError:
         raise OfferError("body is not valid JSON: it is nested too deeply") from None
     except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python converts
+        if "integer string conversion" in str(exc):
+            raise OfferError("body is not valid JSON for an offer: it holds a number with thousands of digits") from None
         raise OfferError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise OfferError(f"expected a JSON object, got {type(data).__name__}")

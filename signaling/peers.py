@@ -29,7 +29,7 @@ from agent.session import AgentSession
 
 from .aiortc_adjustments import InboundLimits, limit_inbound, sctp_window_overrun
 from .attach import AttachedAgent, attach_agent
-from .guard import Admission, Rejected, Slot
+from .guard import RETRY_AFTER_S, Admission, Rejected, Slot
 from .ice import rtc_configuration, use_host_addresses
 from .liveness import TICK_S, LivenessLimits, PeerLiveness
 from .offer import CheckedOffer, OfferPolicy, decline_in_answer
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 AgentObserver = Callable[[AttachedAgent], None]
 RELEASE_STEP_S = 5.0  # the longest one step of a release (closing the agent, the peer connection) may take
+NEGOTIATION_TIMEOUT_S = 15.0  # the longest answering an offer may take (gathering waits for STUN/TURN servers)
 
 
 class CountedTrack(MediaStreamTrack):
@@ -100,7 +101,6 @@ class PeerRegistry:
             raise Rejected(409, "this offer was already answered (same ICE credentials as a live session); "
                                 "create a new offer for a new call")
         slot = self.admission.admit(remote)
-        server = self.config.server
         peer_id = str(uuid.uuid4())
         liveness = PeerLiveness(self.liveness_limits)
         try:
@@ -130,17 +130,12 @@ class PeerRegistry:
             self._police_channel(peer, channel)
 
         try:
-            await pc.setRemoteDescription(offer.description)
-            peer.limits = limit_inbound(pc, server.max_inbound_packets_per_s, server.max_data_packets_per_s)
-            for transceiver in pc.getTransceivers():
-                if transceiver.mid in offer.declined_mids:
-                    transceiver.direction = "inactive"  # never received, never decoded
-            answer = await pc.createAnswer()
-            with use_host_addresses(self.config.ice.host_addresses):  # gathering happens here
-                await pc.setLocalDescription(answer)
-            local = pc.localDescription
-            if offer.declined_mids:
-                local = RTCSessionDescription(decline_in_answer(local.sdp, offer.declined_mids), local.type)
+            async with asyncio.timeout(NEGOTIATION_TIMEOUT_S):
+                local = await self._negotiate(peer, offer)
+        except TimeoutError:
+            await self.release(peer, "negotiation timed out")
+            raise Rejected(503, f"negotiating the call took longer than {NEGOTIATION_TIMEOUT_S:g} s; try again",
+                           RETRY_AFTER_S) from None
         except Exception as exc:
             await self.release(peer, "negotiation failed")
             raise ValueError(f"the offer could not be negotiated: {type(exc).__name__}: {exc}") from exc
@@ -150,6 +145,23 @@ class PeerRegistry:
         peer.watchdog = asyncio.create_task(self._watch(peer), name=f"peer-{peer.id[:8]}-watch")
         log.info("peer %s: negotiated (%d active)", peer.id[:8], len(self.peers))
         return peer, local
+
+    async def _negotiate(self, peer: Peer, offer: CheckedOffer) -> RTCSessionDescription:
+        """Apply the offer, decline what the agent does not serve, answer (gathering candidates)."""
+        pc = peer.pc
+        server = self.config.server
+        await pc.setRemoteDescription(offer.description)
+        peer.limits = limit_inbound(pc, server.max_inbound_packets_per_s, server.max_data_packets_per_s)
+        for transceiver in pc.getTransceivers():
+            if transceiver.mid in offer.declined_mids:
+                transceiver.direction = "inactive"  # never received, never decoded
+        answer = await pc.createAnswer()
+        with use_host_addresses(self.config.ice.host_addresses):  # gathering happens here
+            await pc.setLocalDescription(answer)
+        local = pc.localDescription
+        if offer.declined_mids:
+            local = RTCSessionDescription(decline_in_answer(local.sdp, offer.declined_mids), local.type)
+        return local
 
     def _police_channel(self, peer: Peer, channel: RTCDataChannel) -> None:
         """Only the events channel the agent took stays open; too many channels end the call."""

@@ -3,6 +3,7 @@ declines or refuses, peers that never connect or never speak, a codec switch mid
 RTP beside an honest call, extra data channels, and a release whose agent raises."""
 
 import asyncio
+import logging
 import subprocess
 import sys
 import threading
@@ -197,6 +198,22 @@ async def test_only_the_first_events_channel_gets_events_and_extra_channels_are_
     await until(lambda: second.readyState == "closed" and other.readyState == "closed", 10,
                 "the extra channels to be closed")
     assert got["second"] == []
+    await pc.close()
+
+
+async def test_a_peer_past_the_data_channel_receive_window_is_released(server, caplog):
+    caplog.set_level(logging.INFO, logger="signaling.peers")
+    pc = new_pc()
+    pc.addTransceiver(PacedTrack(), direction="sendrecv")
+    pc.createDataChannel("events")
+    body = await call(server.url, pc)
+    peer = server_peer(server, body["session"])
+    await until(lambda: peer.pc.sctp is not None and peer.pc.sctp.state == "connected", 10, "SCTP to connect")
+    # What aiortc's SCTP does when a peer sends fragments beyond the advertised window: it counts
+    # the window below zero and buffers them anyway.
+    peer.pc.sctp._advertised_rwnd = -1
+    await until(lambda: server_peer(server, body["session"]) is None, 5, "the peer to be released")
+    assert "beyond the receive window" in caplog.text
     await pc.close()
 
 
