@@ -40,7 +40,7 @@ CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", AgentMetrics)
 
 
-def parse_offer(body: bytes, policy: OfferPolicy | int | None = None) -> CheckedOffer:
+def parse_offer(body: bytes, policy: OfferPolicy | None = None) -> CheckedOffer:
     """Validate an /offer body (JSON around an SDP offer); raise OfferError naming the problem."""
     if not body:
         raise OfferError("empty body: expected JSON {\"sdp\": \"...\", \"type\": \"offer\"}")

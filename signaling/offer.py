@@ -92,11 +92,10 @@ DIRECTION_PROBLEMS = {
 }
 
 
-def check_sdp_offer(sdp: str, subject: str = "the offer", policy: OfferPolicy | int | None = None) -> CheckedOffer:
+def check_sdp_offer(sdp: str, subject: str = "the offer", policy: OfferPolicy | None = None) -> CheckedOffer:
     """Validate the SDP text of an offer; `subject` names where it came from in messages
     (e.g. "field 'sdp'", "the body"). Raises OfferError naming the problem."""
-    if not isinstance(policy, OfferPolicy):
-        policy = OfferPolicy(max_sdp_bytes=policy)
+    policy = policy or OfferPolicy()
     try:
         size = len(sdp.encode("utf-8"))
     except UnicodeEncodeError:

@@ -228,6 +228,7 @@ async def test_sigterm_with_a_stalled_upload_and_half_sent_headers_exits_within_
             pytest.fail(f"no exit 15 s after SIGTERM:\n{log_path.read_text()[-3000:]}")
         took = time.monotonic() - started
         output = log_path.read_text()
+        print(f"\nexited {took:.1f} s after SIGTERM with a stalled upload and half-sent headers")
         assert server.returncode == 0, output
         assert took < 5.0, f"exit took {took:.1f} s:\n{output}"
         assert "shut down" in output and "Traceback" not in output, output
