@@ -9,6 +9,7 @@ ConfigError naming the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import tomllib
@@ -43,14 +44,24 @@ class ServerConfig:
     max_body_bytes: int
     log_level: str
     peer_idle_timeout_s: float
+    min_inbound_audio_ratio: float
     ice_connect_timeout_s: float
+    max_call_s: float
     max_sessions: int
     capacity_calls: int
     capacity_retry_after_s: int
+    max_sessions_per_address: int
     rate_limit_per_minute: int
     max_sdp_bytes: int
     auth_token: str
     allowed_origins: list[str]
+    allowed_hosts: list[str]
+    header_timeout_s: float
+    body_timeout_s: float
+    shutdown_timeout_s: float
+    max_inbound_packets_per_s: int
+    max_data_packets_per_s: int
+    max_data_channels: int
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class IceConfig:
     host_addresses: list[str]
     servers: list[str]
     jitter_prefetch: int
+    max_remote_candidates: int
+    allow_mdns_candidates: bool
+    allowed_candidate_networks: list[str]
 
 
 @dataclass(frozen=True)
@@ -211,6 +225,15 @@ class Config:
         return _build(raw)
 
 
+def _valid_networks(values: list[str]) -> bool:
+    try:
+        for value in values:
+            ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 # Allowed values and ranges, checked after types. Each entry: key -> (predicate, description).
 _CHOICES: dict[str, tuple[Any, str]] = {
     "server.port": (lambda v: 0 <= v <= 65535, "a port number 0..65535"),
@@ -223,6 +246,17 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "server.rate_limit_per_minute": (lambda v: v >= 0, ">= 0 (0 = no limit)"),
     "server.max_sdp_bytes": (lambda v: v >= 1024, ">= 1024"),
     "server.ice_connect_timeout_s": (lambda v: v > 0, "> 0"),
+    "server.min_inbound_audio_ratio": (lambda v: 0 <= v <= 1, "0..1"),
+    "server.max_call_s": (lambda v: v > 0, "> 0"),
+    "server.max_sessions_per_address": (lambda v: v >= 1, ">= 1"),
+    "server.header_timeout_s": (lambda v: v > 0, "> 0"),
+    "server.body_timeout_s": (lambda v: v > 0, "> 0"),
+    "server.shutdown_timeout_s": (lambda v: 0 <= v <= 60, "0..60"),
+    "server.max_inbound_packets_per_s": (lambda v: v >= 10, ">= 10"),
+    "server.max_data_packets_per_s": (lambda v: v >= 10, ">= 10"),
+    "server.max_data_channels": (lambda v: v >= 1, ">= 1"),
+    "ice.max_remote_candidates": (lambda v: v >= 1, ">= 1"),
+    "ice.allowed_candidate_networks": (_valid_networks, "a list of networks such as \"10.0.0.0/8\""),
     "ice.jitter_prefetch": (lambda v: 0 <= v <= 8, "0..8"),
     "turns.vad_aggressiveness": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
     "turns.frame_ms": (lambda v: v in (10, 20, 30), "10, 20 or 30"),

@@ -14,15 +14,13 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
-from aiortc import RTCSessionDescription
-
 from agent.config import Config
 from agent.models import AgentModels
 from agent.runtime.model_thread import stuck_models
 
 from .guard import Rejected, security_middleware
 from .metrics import AgentMetrics
-from .offer import OfferError, check_sdp_offer
+from .offer import CheckedOffer, OfferError, OfferPolicy, check_sdp_offer
 from .peers import PeerRegistry
 from .whip import WhipEndpoint
 
@@ -43,13 +41,17 @@ CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", AgentMetrics)
 
 
-def parse_offer(body: bytes, max_sdp_bytes: int | None = None) -> RTCSessionDescription:
+def parse_offer(body: bytes, policy: OfferPolicy | None = None) -> CheckedOffer:
     """Validate an /offer body (JSON around an SDP offer); raise OfferError naming the problem."""
     if not body:
         raise OfferError("empty body: expected JSON {\"sdp\": \"...\", \"type\": \"offer\"}")
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise OfferError("body is not valid JSON: it is nested too deeply") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python converts
+        if "integer string conversion" in str(exc):
+            raise OfferError("body is not valid JSON for an offer: it holds a number with thousands of digits") from None
         raise OfferError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise OfferError(f"expected a JSON object, got {type(data).__name__}")
@@ -60,20 +62,19 @@ def parse_offer(body: bytes, max_sdp_bytes: int | None = None) -> RTCSessionDesc
             raise OfferError(f"field {key!r} must be a string, got {type(data[key]).__name__}")
     if data["type"] != "offer":
         raise OfferError(f"field 'type' must be \"offer\", got {data['type']!r}")
-    return check_sdp_offer(data["sdp"], "field 'sdp'", max_sdp_bytes)
+    return check_sdp_offer(data["sdp"], "field 'sdp'", policy)
 
 
 async def handle_offer(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
     if request.content_type != "application/json":
         return web.json_response({"error": f"Content-Type must be application/json (got "
                                            f"{request.headers.get('Content-Type', 'none')!r})"}, status=415)
+    registry = request.app[REGISTRY]
     try:
-        offer = parse_offer(await request.read(), config.server.max_sdp_bytes)
+        offer = parse_offer(await request.read(), registry.offer_policy)
     except OfferError as exc:
         log.info("rejected offer from %s: %s", request.remote, exc)
         return web.json_response({"error": str(exc)}, status=exc.status)
-    registry = request.app[REGISTRY]
     try:
         peer, answer = await registry.create(offer, request.remote)
     except Rejected as rejected:
@@ -132,7 +133,7 @@ def create_app(config: Config, models: AgentModels) -> web.Application:
     app.router.add_static("/static/", WEB_DIR, show_index=False)
 
     async def on_shutdown(_app: web.Application) -> None:
-        await registry.close_all()
+        await registry.close_all(config.server.shutdown_timeout_s)
 
     app.on_shutdown.append(on_shutdown)
     return app

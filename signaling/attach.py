@@ -11,7 +11,7 @@ with one call, then negotiates as it always does:
 (`pc.addTrack`); listens to the first inbound audio track, whether it is already there or
 arrives later, with the receive jitter buffer set from `ice.jitter_prefetch`; and delivers the
 session's events (typed, see `agent.events` and README, "Events") to `on_event` and, as JSON,
-to a data channel labelled "events" if one is opened. Call it before `createOffer()` when your side offers, or after
+to the first data channel labelled "events" that the remote peer opens (later ones get nothing). Call it before `createOffer()` when your side offers, or after
 `setRemoteDescription(offer)` and before `createAnswer()` when it answers: either way the
 agent's audio goes out on the call's audio transceiver. The agent closes itself when the peer
 connection closes or fails.
@@ -70,6 +70,7 @@ class AttachedAgent:
         self.outbound = PlayoutTrack(self.session.output, config.playout.frame_ms, config.playout.max_lag_ms)
         self.outbound.frame_listeners.append(self.session.on_output_frame)
         self.inbound: MediaStreamTrack | None = None
+        self.events_channel: RTCDataChannel | None = None  # the one channel that gets the events
         self.closed = False
         self._reader: asyncio.Task | None = None
         self._listeners: list[EventCallback] = [on_event] if on_event is not None else []
@@ -97,9 +98,13 @@ class AttachedAgent:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def use_events_channel(self, channel: RTCDataChannel) -> None:
+    def use_events_channel(self, channel: RTCDataChannel) -> bool:
         """Send the session's events on `channel` as JSON text, starting with a `hello` and the
-        current `state` once the channel is open."""
+        current `state` once the channel is open. Only one channel gets them: returns False (and
+        does nothing) when another already does."""
+        if self.events_channel is not None:
+            return False
+        self.events_channel = channel
 
         def send(event: Event) -> None:
             if channel.readyState == "open":
@@ -115,6 +120,7 @@ class AttachedAgent:
             greet()
         else:
             channel.once("open", greet)
+        return True
 
     def _dispatch(self, event: Event) -> None:
         for listener in list(self._listeners):
@@ -129,12 +135,14 @@ class AttachedAgent:
         if self.closed:
             return
         self.closed = True
-        self.outbound.stop()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        await self.session.close()
+        try:
+            self.outbound.stop()
+            if self._reader is not None:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._reader
+        finally:
+            await self.session.close()  # also when stopping the media raised
 
 
 async def attach_agent(pc: RTCPeerConnection, models: AgentModels, config: Config,

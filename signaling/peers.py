@@ -1,10 +1,15 @@
 """Peer connections and their sessions: one RTCPeerConnection and one attached agent per peer.
 
-The registry negotiates each peer from a validated offer and wires the agent onto it with
-`attach.attach_agent` (the same code the embedding API offers). A peer is released (session
-closed, tasks cancelled, peer connection closed) when its connection fails or closes, when ICE
-does not connect in time, when its inbound audio stops arriving (a peer that vanished without a
-goodbye) for longer than the idle timeout, or when its signaling says so (WHIP DELETE).
+The registry negotiates each peer from a checked offer (`offer.check_sdp_offer`) once admission
+(`guard.Admission`) hands it a slot, and wires the agent onto it with `attach.attach_agent` (the
+same code the embedding API offers). Sections the agent declines (video) are answered with
+port 0 and never received. Each peer's inbound packets are budgeted (`aiortc_adjustments.
+limit_inbound`), it may open at most `server.max_data_channels` data channels (only the first
+"events" one is kept), and a watch task releases it when `liveness.PeerLiveness` says so (no
+connection in time, too little audio, the longest call) or when it overruns the data channel
+receive window. A peer is also released when its connection fails or closes, or when its
+signaling says so (WHIP DELETE). Releasing always finishes: the peer connection is closed and the
+slot freed even when closing the agent raises or hangs.
 """
 
 from __future__ import annotations
@@ -15,44 +20,41 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
 
 from agent.config import Config
 from agent.models import AgentModels
 from agent.session import AgentSession
 
+from .aiortc_adjustments import InboundLimits, limit_inbound, sctp_window_overrun
 from .attach import AttachedAgent, attach_agent
-from .guard import Admission, Rejected
+from .guard import RETRY_AFTER_S, Admission, Rejected, Slot
 from .ice import rtc_configuration, use_host_addresses
+from .liveness import TICK_S, LivenessLimits, PeerLiveness
+from .offer import CheckedOffer, OfferPolicy, decline_in_answer
 
 log = logging.getLogger(__name__)
 
 AgentObserver = Callable[[AttachedAgent], None]
+RELEASE_STEP_S = 5.0  # the longest one step of a release (closing the agent, the peer connection) may take
+NEGOTIATION_TIMEOUT_S = 15.0  # the longest answering an offer may take (gathering waits for STUN/TURN servers)
 
 
-class WatchedTrack(MediaStreamTrack):
-    """Wraps the inbound track: once audio has flowed, a recv() that waits longer than
-    `idle_timeout_s` ends the track and reports the peer as gone (RTP stopped: the peer
-    vanished). The first frame may take up to `first_timeout_s` (ICE and DTLS set-up)."""
+class CountedTrack(MediaStreamTrack):
+    """Passes the inbound track's frames through, telling `heard` how many seconds each holds."""
 
     kind = "audio"
 
-    def __init__(self, track: MediaStreamTrack, idle_timeout_s: float, first_timeout_s: float, on_idle) -> None:
+    def __init__(self, track: MediaStreamTrack, heard: Callable[[float], None]) -> None:
         super().__init__()
         self._track = track
-        self._idle_timeout_s = idle_timeout_s
-        self._timeout_s = first_timeout_s
-        self._on_idle = on_idle
+        self._heard = heard
 
     async def recv(self):
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                frame = await self._track.recv()
-        except TimeoutError:
-            self._on_idle()
-            raise MediaStreamError from None
-        self._timeout_s = self._idle_timeout_s
+        frame = await self._track.recv()
+        if frame.sample_rate:
+            self._heard(frame.samples / frame.sample_rate)
         return frame
 
 
@@ -61,8 +63,12 @@ class Peer:
     id: str
     pc: RTCPeerConnection
     agent: AttachedAgent
+    slot: Slot
+    liveness: PeerLiveness
+    limits: InboundLimits | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     watchdog: asyncio.Task | None = None
+    data_channels: int = 0
 
     @property
     def session(self) -> AgentSession:
@@ -74,7 +80,9 @@ class PeerRegistry:
         self.config = config
         self.models = models
         self.peers: dict[str, Peer] = {}
-        self.admission = Admission(config.server, lambda: len(self.peers), models.brain.capacity())
+        self.admission = Admission(config.server, models.brain.capacity())
+        self.offer_policy = OfferPolicy.from_config(config.server.max_sdp_bytes, config.ice)
+        self.liveness_limits = LivenessLimits.from_config(config.server)
         self._ufrags: dict[str, str] = {}  # peer id -> the ICE username fragment of its offer
         # Called with each new peer's agent before negotiation (e.g. metrics.AgentMetrics.watch).
         self.observers: list[AgentObserver] = []
@@ -85,24 +93,24 @@ class PeerRegistry:
     def get(self, peer_id: str) -> Peer | None:
         return self.peers.get(peer_id)
 
-    async def create(self, offer: RTCSessionDescription, remote: str | None = None) -> tuple[Peer, RTCSessionDescription]:
-        """Negotiate a new peer from a validated offer. Raises Rejected when admission control
+    async def create(self, offer: CheckedOffer, remote: str | None = None) -> tuple[Peer, RTCSessionDescription]:
+        """Negotiate a new peer from a checked offer. Raises Rejected when admission control
         says no (503/429) or the offer was already answered (409), ValueError if aiortc rejects it."""
-        ufrag = _ice_ufrag(offer.sdp)
+        ufrag = offer.ice_ufrag
         if ufrag is not None and ufrag in self._ufrags.values():
             raise Rejected(409, "this offer was already answered (same ICE credentials as a live session); "
                                 "create a new offer for a new call")
-        self.admission.admit(remote)
-        pc = RTCPeerConnection(rtc_configuration(self.config.ice))
+        slot = self.admission.admit(remote)
         peer_id = str(uuid.uuid4())
-        server = self.config.server
-
-        def watch_inbound(track: MediaStreamTrack) -> MediaStreamTrack:
-            return WatchedTrack(track, server.peer_idle_timeout_s, server.ice_connect_timeout_s,
-                                lambda: self._release_soon(peer_id, "inbound audio stopped"))
-
-        agent = await attach_agent(pc, self.models, self.config, session_id=peer_id, wrap_inbound=watch_inbound)
-        peer = Peer(peer_id, pc, agent)
+        liveness = PeerLiveness(self.liveness_limits)
+        try:
+            pc = RTCPeerConnection(rtc_configuration(self.config.ice))
+            agent = await attach_agent(pc, self.models, self.config, session_id=peer_id,
+                                       wrap_inbound=lambda track: CountedTrack(track, liveness.heard))
+        except BaseException:
+            slot.release()
+            raise
+        peer = Peer(peer_id, pc, agent, slot, liveness)
         self.peers[peer.id] = peer
         if ufrag is not None:
             self._ufrags[peer.id] = ufrag
@@ -112,50 +120,105 @@ class PeerRegistry:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("peer %s: connection %s", peer.id[:8], pc.connectionState)
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected":
+                liveness.connected()
+            elif pc.connectionState in ("failed", "closed"):
                 await self.release(peer, f"connection {pc.connectionState}")
 
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            self._police_channel(peer, channel)
+
         try:
-            await pc.setRemoteDescription(offer)
-            answer = await pc.createAnswer()
-            with use_host_addresses(self.config.ice.host_addresses):  # gathering happens here
-                await pc.setLocalDescription(answer)
+            async with asyncio.timeout(NEGOTIATION_TIMEOUT_S):
+                local = await self._negotiate(peer, offer)
+        except TimeoutError:
+            await self.release(peer, "negotiation timed out")
+            raise Rejected(503, f"negotiating the call took longer than {NEGOTIATION_TIMEOUT_S:g} s; try again",
+                           RETRY_AFTER_S) from None
         except Exception as exc:
             await self.release(peer, "negotiation failed")
-            raise ValueError(f"the offer could not be negotiated: {exc}") from exc
-        peer.watchdog = asyncio.create_task(self._connect_watchdog(peer))
+            raise ValueError(f"the offer could not be negotiated: {type(exc).__name__}: {exc}") from exc
+        except BaseException:  # cancelled (the server is shutting down): nothing may stay behind
+            await self.release(peer, "negotiation cancelled")
+            raise
+        peer.watchdog = asyncio.create_task(self._watch(peer), name=f"peer-{peer.id[:8]}-watch")
         log.info("peer %s: negotiated (%d active)", peer.id[:8], len(self.peers))
-        return peer, pc.localDescription
+        return peer, local
+
+    async def _negotiate(self, peer: Peer, offer: CheckedOffer) -> RTCSessionDescription:
+        """Apply the offer, decline what the agent does not serve, answer (gathering candidates)."""
+        pc = peer.pc
+        server = self.config.server
+        await pc.setRemoteDescription(offer.description)
+        peer.limits = limit_inbound(pc, server.max_inbound_packets_per_s, server.max_data_packets_per_s)
+        for transceiver in pc.getTransceivers():
+            if transceiver.mid in offer.declined_mids:
+                transceiver.direction = "inactive"  # never received, never decoded
+        answer = await pc.createAnswer()
+        with use_host_addresses(self.config.ice.host_addresses):  # gathering happens here
+            await pc.setLocalDescription(answer)
+        local = pc.localDescription
+        if offer.declined_mids:
+            local = RTCSessionDescription(decline_in_answer(local.sdp, offer.declined_mids), local.type)
+        return local
+
+    def _police_channel(self, peer: Peer, channel: RTCDataChannel) -> None:
+        """Only the events channel the agent took stays open; too many channels end the call."""
+        peer.data_channels += 1
+        if peer.data_channels > self.config.server.max_data_channels:
+            self._release_soon(peer.id, f"opened more than {self.config.server.max_data_channels} data channels "
+                                        "(server.max_data_channels)")
+        elif channel is not peer.agent.events_channel:
+            log.info("peer %s: data channel %s closed (only the first %r channel is served)", peer.id[:8],
+                     ascii(channel.label[:40]), "events")
+            channel.close()
 
     def _release_soon(self, peer_id: str, reason: str) -> None:
         peer = self.peers.get(peer_id)
         if peer is not None:
             asyncio.ensure_future(self.release(peer, reason))
 
-    async def _connect_watchdog(self, peer: Peer) -> None:
-        await asyncio.sleep(self.config.server.ice_connect_timeout_s)
-        if peer.pc.connectionState != "connected":
-            await self.release(peer, "ICE did not connect in time")
+    async def _watch(self, peer: Peer) -> None:
+        while not peer.closed.is_set():
+            await asyncio.sleep(TICK_S)
+            reason = peer.liveness.verdict()
+            if reason is None and sctp_window_overrun(peer.pc):
+                reason = "sent data channel data beyond the receive window"
+            if reason is not None:
+                await self.release(peer, reason)
+                return
 
     async def release(self, peer: Peer, reason: str) -> None:
+        """Close the peer's agent and connection and free its slot; always finishes."""
         if peer.closed.is_set():
             return
         peer.closed.set()
         self.peers.pop(peer.id, None)
         self._ufrags.pop(peer.id, None)
-        log.info("peer %s: released (%s); %d active", peer.id[:8], reason, len(self.peers))
+        dropped = ""
+        if peer.limits is not None and (peer.limits.dropped_media or peer.limits.dropped_dtls):
+            dropped = f"; dropped {peer.limits.dropped_media} media and {peer.limits.dropped_dtls} DTLS packets over budget"
+        log.info("peer %s: released (%s); %d active%s", peer.id[:8], reason, len(self.peers), dropped)
         if peer.watchdog is not None and peer.watchdog is not asyncio.current_task():
             peer.watchdog.cancel()
-        await peer.agent.close()
-        await peer.pc.close()
+        try:
+            await asyncio.wait_for(peer.agent.close(), RELEASE_STEP_S)
+        except Exception as exc:  # a broken or hung agent must not keep the connection open
+            log.warning("peer %s: closing its agent failed (%s: %s); closing the connection anyway",
+                        peer.id[:8], type(exc).__name__, exc, exc_info=not isinstance(exc, TimeoutError))
+        finally:
+            peer.slot.release()
+            try:
+                await asyncio.wait_for(peer.pc.close(), RELEASE_STEP_S)
+            except Exception as exc:
+                log.warning("peer %s: closing its connection failed (%s: %s)", peer.id[:8], type(exc).__name__, exc)
 
-    async def close_all(self) -> None:
+    async def close_all(self, timeout_s: float | None = None) -> None:
+        """Release every peer (in parallel, within `timeout_s` if given); no new ones from now on."""
         self.admission.closing = True  # late offers get 503 from here on
-        await asyncio.gather(*(self.release(p, "server shutting down") for p in list(self.peers.values())))
-
-
-def _ice_ufrag(sdp: str) -> str | None:
-    for line in sdp.splitlines():
-        if line.startswith("a=ice-ufrag:"):
-            return line.split(":", 1)[1].strip()
-    return None
+        releases = asyncio.gather(*(self.release(p, "server shutting down") for p in list(self.peers.values())))
+        try:
+            await asyncio.wait_for(releases, timeout_s)
+        except TimeoutError:
+            log.warning("releasing the peers took longer than %g s; going on with the shutdown", timeout_s)

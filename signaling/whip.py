@@ -10,8 +10,8 @@
 Sessions are the same peers `POST /offer` makes (PeerRegistry); the agent's voice goes back on
 the offered audio transceiver, so a client that wants to hear it offers audio as sendrecv.
 Configured STUN/TURN servers are announced in `Link: <url>; rel="ice-server"` headers. Errors are
-plain text: 415 for a Content-Type other than application/sdp, 400 for an unusable offer, 404 for
-an unknown session.
+plain text: 415 for a Content-Type other than application/sdp, 400 for an unusable offer (see
+offer.py for which), 404 for an unknown session. Video in an offer is declined (port 0).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from agent.config import IceConfig
 
-from .guard import Rejected
+from .guard import Rejected, shown
 from .offer import OfferError, check_sdp_offer
 from .peers import PeerRegistry
 
@@ -69,7 +69,7 @@ class WhipEndpoint:
                 sdp = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise OfferError("the body is not UTF-8 text: expected an SDP offer") from None
-            offer = check_sdp_offer(sdp, "the body", self.registry.config.server.max_sdp_bytes)
+            offer = check_sdp_offer(sdp, "the body", self.registry.offer_policy)
             peer, answer = await self.registry.create(offer, request.remote)
         except Rejected as rejected:
             log.info("WHIP offer from %s refused: %s", request.remote, rejected.message)
@@ -101,5 +101,5 @@ class WhipEndpoint:
 
 
 def _unknown_session(request: web.Request) -> web.Response:
-    return web.Response(status=404, text=f"no WHIP session {request.match_info['session']!r} "
+    return web.Response(status=404, text=f"no WHIP session {shown(request.match_info['session'])} "
                                          "(it ended, or never existed)\n")

@@ -119,3 +119,97 @@ def test_shim_applies_to_a_real_receiver():
         await pc.close()
 
     asyncio.run(main())
+
+
+# -- inbound packet limits ----------------------------------------------------------------------
+def test_token_bucket_allows_a_burst_then_the_rate():
+    now = [0.0]
+    bucket = aiortc_adjustments.TokenBucket(rate=10, burst=5, clock=lambda: now[0])
+    assert sum(bucket.take() for _ in range(20)) == 5
+    now[0] = 1.0
+    assert sum(bucket.take() for _ in range(20)) == 5  # refilled up to the burst, not beyond
+    now[0] = 1.1
+    assert sum(bucket.take() for _ in range(20)) == 1
+
+
+def test_inbound_limits_budget_media_and_dtls_apart():
+    now = [0.0]
+    limits = aiortc_adjustments.InboundLimits(aiortc_adjustments.TokenBucket(2, 2, lambda: now[0]),
+                                              aiortc_adjustments.TokenBucket(1, 1, lambda: now[0]))
+    rtp_packet, dtls_record, stun = b"\x80" + b"\x00" * 20, b"\x17" + b"\x00" * 20, b"\x00\x01" + b"\x00" * 20
+    assert [limits.admit(rtp_packet) for _ in range(3)] == [True, True, False]
+    assert [limits.admit(dtls_record) for _ in range(2)] == [True, False]
+    assert limits.admit(stun) and limits.admit(b"")
+    assert (limits.dropped_media, limits.dropped_dtls) == (1, 1)
+
+
+async def test_limit_inbound_wraps_the_transports_aiortc_reads_from():
+    offerer, answerer = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    offerer.addTransceiver("audio")
+    offerer.createDataChannel("events")
+    with use_host_addresses(["127.0.0.1"]):
+        await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    ice = answerer.getTransceivers()[0].receiver.transport.transport
+    assert callable(ice._recv)  # aiortc exposes the ICE connection's recv as this attribute
+    limits = aiortc_adjustments.limit_inbound(answerer, 50, 50)
+    assert limits.wrapped == [ice]  # bundled: one transport for audio and the data channel
+    assert ice._recv.__name__ == "limited"
+    assert "self.transport._recv()" in inspect.getsource(type(answerer.getTransceivers()[0].receiver.transport)._recv_next)
+    assert isinstance(answerer.sctp._advertised_rwnd, int)  # what sctp_window_overrun reads
+    assert not aiortc_adjustments.sctp_window_overrun(answerer)
+    await offerer.close()
+    await answerer.close()
+
+
+# -- stopping a decoder -------------------------------------------------------------------------
+def test_a_decoder_with_a_backlog_stops_without_waiting_for_it():
+    import queue
+    import threading
+    import time
+
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    aiortc_adjustments.install()
+    assert RTCRtpReceiver._RTCRtpReceiver__stop_decoder is aiortc_adjustments._stop_decoder_without_join
+    backlog = queue.Queue()
+    for _ in range(500):
+        backlog.put("frame")  # 500 frames at 10 ms each: joining would block for 5 s
+
+    def worker():
+        while backlog.get() is not None:
+            time.sleep(0.01)
+
+    receiver = RTCRtpReceiver.__new__(RTCRtpReceiver)
+    receiver._RTCRtpReceiver__decoder_queue = backlog
+    receiver._RTCRtpReceiver__decoder_thread = thread = threading.Thread(target=worker)
+    thread.start()
+    started = time.monotonic()
+    receiver._RTCRtpReceiver__stop_decoder()
+    assert time.monotonic() - started < 0.5
+    thread.join(2)
+    assert not thread.is_alive()
+    for name in ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__decoder_thread", "_RTCRtpReceiver__kind"):
+        assert name in inspect.getsource(RTCRtpReceiver.__init__).replace("self.__", "self._RTCRtpReceiver__")
+
+
+# -- empty audio packets ------------------------------------------------------------------------
+async def test_empty_audio_packets_never_reach_the_jitter_buffer():
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    aiortc_adjustments.install()
+    seen = []
+
+    async def original(self, packet, arrival_time_ms):
+        seen.append(packet.payload)
+
+    receiver = RTCRtpReceiver.__new__(RTCRtpReceiver)
+    receiver._RTCRtpReceiver__kind = "audio"
+    saved = aiortc_adjustments.AIORTC_HANDLE_RTP_PACKET
+    aiortc_adjustments.AIORTC_HANDLE_RTP_PACKET = original
+    try:
+        for payload in (b"", b"\x01\x02"):
+            await RTCRtpReceiver._handle_rtp_packet(receiver, RtpPacket(payload_type=96, payload=payload), 0)
+    finally:
+        aiortc_adjustments.AIORTC_HANDLE_RTP_PACKET = saved
+    assert seen == [b"\x01\x02"]

@@ -246,3 +246,82 @@ async def test_a_model_blocked_in_a_thread_fails_turns_fast_and_health_says_so()
         await session.close()
         stuck_llm.shutdown()
         voice_model.shutdown()
+
+
+def start_stub_server(port, log_path, *overrides):
+    log_file = open(log_path, "w")
+    server = subprocess.Popen([sys.executable, "-m", "tests.stub_server", str(port), *overrides], cwd=REPO,
+                              stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log_path.read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server, log_file
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"the stub server did not start:\n{log_path.read_text()}")
+
+
+def stalled_requests(port):
+    """A POST whose body stalls after 10 of 5000 bytes, and a connection stuck in its headers."""
+    upload = socket.create_connection(("127.0.0.1", port))
+    upload.sendall(b"POST /whip HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\n"
+                   b"Content-Length: 5000\r\n\r\nv=0\r\no=- 1")
+    headers = socket.create_connection(("127.0.0.1", port))
+    headers.sendall(b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+    return upload, headers
+
+
+async def test_sigterm_with_a_stalled_upload_and_half_sent_headers_exits_within_a_few_seconds(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    server, log_file = start_stub_server(port, log_path)
+    sockets = stalled_requests(port)
+    try:
+        await asyncio.sleep(0.5)  # the upload is in its handler, waiting for the rest of the body
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(server.wait), 15)
+        except TimeoutError:
+            pytest.fail(f"no exit 15 s after SIGTERM:\n{log_path.read_text()[-3000:]}")
+        took = time.monotonic() - started
+        output = log_path.read_text()
+        print(f"\nexited {took:.1f} s after SIGTERM with a stalled upload and half-sent headers")
+        assert server.returncode == 0, output
+        assert took < 5.0, f"exit took {took:.1f} s:\n{output}"
+        assert "shut down" in output and "Traceback" not in output, output
+    finally:
+        for sock in sockets:
+            sock.close()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log_file.close()
+
+
+async def test_a_second_signal_exits_at_once(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    # A long grace for requests in flight: the stalled upload would hold the first shutdown 30 s.
+    server, log_file = start_stub_server(port, log_path, "server.shutdown_timeout_s=30", "server.body_timeout_s=60")
+    sockets = stalled_requests(port)
+    try:
+        await asyncio.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1.0)
+        assert server.poll() is None, "the first signal should still be waiting for the stalled upload"
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.to_thread(server.wait), 5)
+        assert time.monotonic() - started < 2.0
+        assert server.returncode != 0
+    finally:
+        for sock in sockets:
+            sock.close()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log_file.close()

@@ -47,17 +47,31 @@ def test_rate_limiter_counts_a_sliding_minute_per_key():
 
 def test_admission_refuses_beyond_the_limit_and_while_closing():
     config = guarded_config().server
-    active = [0]
-    admission = Admission(config, lambda: active[0])
-    admission.admit("1.2.3.4")
-    active[0] = 1
+    admission = Admission(config)
+    slot = admission.admit("1.2.3.4")
+    assert admission.active == 1
     with pytest.raises(Rejected) as exc:
-        admission.admit("1.2.3.4")
+        admission.admit("5.6.7.8")
     assert exc.value.status == 503 and exc.value.retry_after_s
-    active[0] = 0
+    slot.release()
+    slot.release()  # idempotent
+    assert admission.active == 0
     admission.closing = True
     with pytest.raises(Rejected, match="shutting down"):
         admission.admit("1.2.3.4")
+
+
+def test_admission_caps_concurrent_calls_per_address():
+    config = guarded_config(**{"server.max_sessions": "10", "server.max_sessions_per_address": "2"}).server
+    admission = Admission(config)
+    first, _second = admission.admit("1.2.3.4"), admission.admit("1.2.3.4")
+    with pytest.raises(Rejected) as exc:
+        admission.admit("1.2.3.4")
+    assert exc.value.status == 429 and "max_sessions_per_address" in exc.value.message and exc.value.retry_after_s
+    admission.admit("5.6.7.8")  # another address is not affected
+    first.release()
+    admission.admit("1.2.3.4")  # a freed place can be taken again
+    assert admission.active == 3
 
 
 async def test_token_origin_and_content_checks_over_http():
@@ -134,17 +148,18 @@ async def test_duplicate_rate_limited_and_late_offers():
 
 
 def test_capacity_comes_from_config_or_the_models_within_the_hard_cap():
-    active = [0]
     server = guarded_config(**{"server.max_sessions": "16"}).server
-    assert Admission(server, lambda: active[0], models_capacity=4).capacity == 4  # the brain's own figure
-    assert Admission(server, lambda: active[0]).capacity == 16  # no figure of its own: the hard cap
+    assert Admission(server, models_capacity=4).capacity == 4  # the brain's own figure
+    assert Admission(server).capacity == 16  # no figure of its own: the hard cap
     configured = guarded_config(**{"server.max_sessions": "16", "server.capacity_calls": "6"}).server
-    assert Admission(configured, lambda: active[0], models_capacity=4).capacity == 6  # measured here: it wins
+    assert Admission(configured, models_capacity=4).capacity == 6  # measured here: it wins
     capped = guarded_config(**{"server.max_sessions": "2", "server.capacity_calls": "6"}).server
-    admission = Admission(capped, lambda: active[0], models_capacity=4)
+    admission = Admission(capped, models_capacity=4)
     assert admission.capacity == 2
-    active[0] = 1
+    slot = admission.admit("1.2.3.4")
     assert admission.load() == 0.5
+    slot.release()
+    assert admission.load() == 0.0
 
 
 async def test_a_call_beyond_capacity_gets_503_with_retry_after_and_health_reports_the_load():

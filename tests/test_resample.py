@@ -56,3 +56,21 @@ def test_first_channel_of_packed_stereo():
     stereo = np.stack([left, -left], axis=1).reshape(1, -1)
     frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
     assert np.array_equal(first_channel(frame), left)
+
+
+def test_the_inbound_resampler_follows_a_codec_switch():
+    """Opus decodes to 48 kHz packed stereo, PCMU to 8 kHz mono: one stream may bring both."""
+    from signaling.inbound import FollowingResampler
+
+    def frame(samples, layout, rate):
+        f = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout=layout)
+        f.sample_rate = rate
+        return f
+
+    resampler = FollowingResampler(16000)
+    out = [resampler.frame(frame(np.zeros(1920, np.int16), "stereo", 48000)) for _ in range(10)]
+    out += [resampler.frame(frame(np.full(160, 1000, np.int16), "mono", 8000)) for _ in range(10)]
+    out += [resampler.frame(frame(np.zeros(1920, np.int16), "stereo", 48000)) for _ in range(10)]
+    assert resampler.changes == 2
+    total = sum(len(chunk) for chunk in out)
+    assert abs(total - 30 * 320) <= 3 * 64  # 30 frames of 20 ms at 16 kHz, less filter delay per switch

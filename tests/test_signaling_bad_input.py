@@ -60,10 +60,15 @@ async def test_oversized_body_is_refused(agent_url, config):
             assert (await resp.json())["status"] == "ok"
 
 
-def test_parse_offer_accepts_a_real_audio_offer():
-    sdp = VIDEO_ONLY_SDP.replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=audio 9 UDP/TLS/RTP/SAVPF 111").replace(
-        "a=rtpmap:96 VP8/90000", "a=rtpmap:111 opus/48000/2")
+async def test_parse_offer_accepts_a_real_audio_offer():
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
     assert parse_offer(('{"sdp": %s, "type": "offer"}' % json.dumps(sdp)).encode()).type == "offer"
+    with pytest.raises(OfferError, match="no DTLS fingerprint"):  # the same offer, unsecurable
+        parse_offer(json.dumps({"sdp": sdp.replace("a=fingerprint:", "a=x-fingerprint:"), "type": "offer"}).encode())
     with pytest.raises(OfferError):
         parse_offer(b"{}")
 
