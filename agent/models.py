@@ -7,6 +7,7 @@ and voice modules themselves (`agent/brains/`, `agent/voices/`); this module onl
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -79,6 +80,11 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     """Assemble/verify the model files, then load brain and voice. Raises ModelFileError or
     VoxtralUnavailable with a message that says how to fix it."""
     started = time.perf_counter()
+    # llama.cpp and CTranslate2 run on libgomp, whose idle threads spin before they sleep: with
+    # several LLM slots taking turns, each slot's spinning threads steal the cores from the one
+    # working. Two slots alternating tokens on 2 cores: 60-104 ms a token PASSIVE, 125-2500 ms by
+    # default (`scripts/omp_wait_policy.py`). Read when each libgomp loads, so set before loading.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     scheduler = configure_shared_scheduler(config.scheduler.cores, config.scheduler.stuck_after_s)
     log.info("models share %d CPU core%s, earliest deadline first", scheduler.cores, "" if scheduler.cores == 1 else "s")
     brain_name, reason = choose_brain(config)

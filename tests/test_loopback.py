@@ -128,18 +128,19 @@ async def test_a_peer_that_vanishes_mid_answer_is_released(config, models, agent
 
 
 async def test_a_model_error_mid_turn_is_an_event_and_the_session_goes_on(config, models, agent_url, spoken, monkeypatch):
-    chat = models.brain.chat
-    original = chat.tokens_blocking
     calls = []
 
-    def failing_once(messages, stop, max_tokens=None):
-        calls.append(1)
-        if len(calls) == 1:
-            yield "Let me"
-            raise RuntimeError("simulated model failure")
-        yield from original(messages, stop, max_tokens)
+    def failing_once(original):
+        def tokens(messages, stop, max_tokens=None):
+            calls.append(1)
+            if len(calls) == 1:
+                yield "Let me"
+                raise RuntimeError("simulated model failure")
+            yield from original(messages, stop, max_tokens)
+        return tokens
 
-    monkeypatch.setattr(chat, "tokens_blocking", failing_once)
+    for chat in models.brain.slots.chats:  # whichever LLM slot the call gets
+        monkeypatch.setattr(chat, "tokens_blocking", failing_once(chat.tokens_blocking))
     client = await connected_client(config, agent_url)
     try:
         question = await spoken("What is the capital of France?")

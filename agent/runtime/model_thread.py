@@ -284,16 +284,20 @@ class ModelThread:
                 job.abandon()
                 continue
             scheduler = self.scheduler
-            lease = None
+            lease, waited, deadline = None, 0.0, job.deadline()
             if self.cores > 0:  # a model on a GPU takes no CPU lease
-                lease, _waited = scheduler.acquire(self.cores, job.deadline(), job.urgency, self.name)
-            self._step_since = clock()
+                lease, waited = scheduler.acquire(self.cores, deadline, job.urgency, self.name)
+            self._step_since = started = clock()
             try:
                 again = job.step()
             finally:
                 self._step_since = None
                 if lease is not None:
                     scheduler.release(lease)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s step for %s: deadline %+.0f ms, waited %.0f ms, ran %.0f ms", self.name,
+                          job.urgency.label if job.urgency is not None else "-", (deadline - started) * 1000,
+                          waited * 1000, (clock() - started) * 1000)
             if again:
                 self._submit(job)
 
