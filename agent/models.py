@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from agent.brains import BRAINS, brain_kind, choose_brain
 from agent.brains.base import Brain
@@ -85,6 +86,11 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     # working. Two slots alternating tokens on 2 cores: 60-104 ms a token PASSIVE, 125-2500 ms by
     # default (`scripts/omp_wait_policy.py`). Read when each libgomp loads, so set before loading.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # numpy's BLAS (whisper's and Smart Turn's features, the voices' arrays) defaults to a thread
+    # per core; beside another model step (the scheduler runs two one-core steps at once on 2
+    # cores) that oversubscribes them: a 2 s transcription beside end-of-turn verdicts took
+    # 110-212 ms with the default, 50-114 ms with one BLAS thread (`scripts/blas_threads.py`).
+    threadpool_limits(limits=1, user_api="blas")
     scheduler = configure_shared_scheduler(config.scheduler.cores, config.scheduler.stuck_after_s)
     log.info("models share %d CPU core%s, earliest deadline first", scheduler.cores, "" if scheduler.cores == 1 else "s")
     brain_name, reason = choose_brain(config)
