@@ -115,8 +115,10 @@ def setup_logging(level: str) -> None:
 
 async def _serve(config: Config) -> None:
     from agent.models import load_models
+    from agent.tools.toolbox import toolbox_for
     from signaling.server import serve_until_signalled
 
+    toolbox_for(config)  # a tools.custom entry that cannot be imported or described fails before the models load
     models = await asyncio.to_thread(load_models, config, sys.stderr.isatty())
     try:
         await models.warm_up()
@@ -201,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     setup_logging(config.server.log_level)
     command = args.command or "serve"
+    from agent.brains.base import ToolsUnsupported
     from agent.brains.voxtral import VoxtralUnavailable
     from agent.runtime.model_files import ModelFileError
+    from agent.tools.schema import ToolDefinitionError
 
     try:
         if command == "models":
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "bench":
             return _bench(config, args, parser)
         asyncio.run(_serve(config))
-    except (ModelFileError, VoxtralUnavailable) as exc:
+    except (ModelFileError, VoxtralUnavailable, ToolsUnsupported, ToolDefinitionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,17 +3,25 @@
 Both models are loaded once and shared by every session; each runs in its own model thread.
 llama-cpp-python reuses the KV cache for the longest prompt prefix it has already evaluated,
 so the system prompt (warmed at load) and a session's earlier turns are not evaluated again.
+
+Tools: the prompt is the GGUF's own chat template (Qwen2.5's, through llama-cpp-python's
+Jinja2 formatter) given the tools, which lists them in the system turn; the tool box's
+instructions (e.g. "call the calculator for any calculation") follow the persona. The model's
+text streams through a `ToolMarkupScanner`, so what it says before a call is spoken at once and
+the call's markup never is. A conversation with tools warms its own prompt prefix (system turn
+with the tools) when it opens, so the tools cost no prompt time on the first turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, Sequence
 
 import numpy as np
 
@@ -21,7 +29,8 @@ from agent.config import AsrConfig, BrainConfig, Config, LlmConfig
 from agent.runtime.model_files import ModelFile, Part
 from agent.runtime.model_thread import ModelThread
 
-from .base import Brain, BrainKind, Conversation, TranscriptCallback
+from .base import Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, TranscriptCallback
+from .tool_markup import ToolMarkupScanner
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +154,11 @@ class LlamaChat:
         self.max_ahead = 1
         self.load_s = time.perf_counter() - started
 
-    def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None) -> Iterator[str]:
+    def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None,
+                        tools: Sequence[dict] | None = None) -> Iterator[str]:
         stream = self._llm.create_chat_completion(
             messages=messages,
+            tools=list(tools) if tools else None,
             stream=True,
             max_tokens=max_tokens or self.config.max_tokens,
             temperature=self.config.temperature,
@@ -162,20 +173,23 @@ class LlamaChat:
         finally:
             stream.close()
 
-    def warm_blocking(self, messages: list[dict]) -> None:
+    def warm_blocking(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
         """Evaluate a prompt (one token of output) so its prefix sits in the KV cache."""
-        self._llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
+        self._llm.create_chat_completion(messages=messages, tools=list(tools) if tools else None, max_tokens=1,
+                                         temperature=0.0)
 
-    async def warm(self, messages: list[dict]) -> None:
-        await self.thread.run(self.warm_blocking, messages)
+    async def warm(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
+        await self.thread.run(self.warm_blocking, messages, tools)
 
-    def stream(self, messages: list[dict]) -> AsyncIterator[str]:
+    def stream(self, messages: list[dict], tools: Sequence[dict] | None = None) -> AsyncIterator[str]:
         """Stream the answer; generation pauses when `max_ahead` pieces wait unread (backpressure)."""
-        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop), max_ahead=self.max_ahead)
+        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop, tools=tools),
+                                  max_ahead=self.max_ahead)
 
 
 class CascadeBrain(Brain):
     name = "cascade"
+    supports_tools = True
 
     def __init__(self, transcriber: WhisperTranscriber, chat: LlamaChat, config: BrainConfig) -> None:
         self.transcriber = transcriber
@@ -189,16 +203,19 @@ class CascadeBrain(Brain):
         log.info("cascade brain loaded: whisper %.2fs, llm %.2fs", transcriber.load_s, chat.load_s)
         return cls(transcriber, chat, brain)
 
-    def system_message(self) -> dict:
-        return {"role": "system", "content": self.config.system_prompt}
+    def system_message(self, tools: ToolPrompt | None = None) -> dict:
+        content = self.config.system_prompt
+        if tools is not None and tools.instructions:
+            content = f"{content} {tools.instructions}"
+        return {"role": "system", "content": content}
 
-    def next_prompt_prefix(self, history: list[dict]) -> list[dict]:
+    def next_prompt_prefix(self, history: list[dict], tools: ToolPrompt | None = None) -> list[dict]:
         """Messages whose formatted prompt is a prefix of the next turn's prompt: an empty user
         turn renders the same role header the real one will have."""
-        return [self.system_message(), *history, {"role": "user", "content": ""}]
+        return [self.system_message(tools), *history, {"role": "user", "content": ""}]
 
-    def new_conversation(self) -> "CascadeConversation":
-        return CascadeConversation(self)
+    def new_conversation(self, tools: ToolPrompt | None = None) -> "CascadeConversation":
+        return CascadeConversation(self, tools if tools is not None and tools.specs else None)
 
     async def warm_up(self) -> None:
         started = time.perf_counter()
@@ -220,28 +237,49 @@ def _log_warm_failure(future: asyncio.Future) -> None:
 
 
 class CascadeConversation(Conversation):
-    def __init__(self, brain: CascadeBrain) -> None:
+    def __init__(self, brain: CascadeBrain, tools: ToolPrompt | None = None) -> None:
         self.brain = brain
+        self.tools = tools
         self.history: list[dict] = []
         self._reply_start: int | None = None  # history length before the reply in progress
         self._warming: asyncio.Future | None = None
         self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
+        self._round: tuple[str, list[ToolCall]] | None = None  # the last round's text and calls
+        self._call_ids = 0
+        if tools is not None:
+            self._warm_next_prompt()  # the system turn with the tools, before the first question
 
-    def _trim(self, reserve: int = 0) -> None:
-        """Keep the last history_turns exchanges (minus `reserve` messages), starting with a user turn."""
-        keep = max(0, 2 * self.brain.config.history_turns - reserve)
-        if len(self.history) > keep:
-            del self.history[: len(self.history) - keep]
+    @property
+    def _specs(self) -> tuple[dict, ...] | None:
+        return self.tools.specs if self.tools is not None else None
+
+    def _trim(self, exchanges: int) -> None:
+        """Keep the last `exchanges` user turns and what followed each (answers, tool rounds)."""
+        users = [i for i, message in enumerate(self.history) if message["role"] == "user"]
+        if exchanges <= 0:
+            self.history.clear()
+        elif len(users) > exchanges:
+            del self.history[: users[-exchanges]]
         while self.history and self.history[0]["role"] != "user":
             self.history.pop(0)
+
+    def _warm_next_prompt(self) -> None:
+        """Evaluate the next turn's prompt prefix in the background (off the critical path)."""
+        try:
+            self._warming = asyncio.ensure_future(
+                self.brain.chat.warm(self.brain.next_prompt_prefix(list(self.history), self.tools), self._specs))
+        except RuntimeError:  # no event loop (a conversation made outside one): the first turn pays
+            return
+        self._warming.add_done_callback(_log_warm_failure)
 
     async def transcribe(self, audio: np.ndarray) -> str:
         text = await self.brain.transcriber.transcribe(audio)
         self._heard = (audio, text)
         return text
 
-    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[ReplyItem]:
         self._reply_start = len(self.history)
+        self._round = None
         heard, self._heard = self._heard, None
         if heard is not None and np.array_equal(heard[0], audio):
             text = heard[1]
@@ -250,31 +288,89 @@ class CascadeConversation(Conversation):
         if on_transcript(text) is False or not text:
             return
         self.history.append({"role": "user", "content": text})
-        self._trim()
+        self._trim(max(1, self.brain.config.history_turns))
         self._reply_start = min(self._reply_start, len(self.history) - 1)
-        messages = [self.brain.system_message(), *self.history]
-        async with contextlib.aclosing(self.brain.chat.stream(messages)) as pieces:
+        async with contextlib.aclosing(self._generate()) as items:
+            async for item in items:
+                yield item
+
+    async def continue_reply(self, results: Sequence[ToolResult]) -> AsyncIterator[ReplyItem]:
+        if self._round is None or not self._round[1]:
+            raise RuntimeError("continue_reply() without a round that asked for tools")
+        said, calls = self._round
+        self._round = None
+        self.history.append({"role": "assistant", "content": said.strip(), "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": _json_object(call.arguments)}}
+            for call in calls]})
+        for result in results:
+            self.history.append({"role": "tool", "tool_call_id": result.call.id, "content": result.content})
+        async with contextlib.aclosing(self._generate()) as items:
+            async for item in items:
+                yield item
+
+    async def _generate(self) -> AsyncIterator[ReplyItem]:
+        """One round: the model's answer to the history so far."""
+        messages = [self.brain.system_message(self.tools), *self.history]
+        if self.tools is None:
+            async with contextlib.aclosing(self.brain.chat.stream(messages)) as pieces:
+                async for piece in pieces:
+                    yield piece
+            return
+        scanner = ToolMarkupScanner(self._new_call_id)
+        async with contextlib.aclosing(self.brain.chat.stream(messages, self._specs)) as pieces:
             async for piece in pieces:
-                yield piece
+                text = scanner.feed(piece)
+                if text:
+                    yield text
+        rest, calls = scanner.finish()
+        if calls:
+            log.debug("the model asks for %s", ", ".join(f"{c.name}({c.arguments})" for c in calls))
+            self._round = (scanner.spoken_before_markup, calls)
+            for call in calls:
+                yield call
+        elif rest:
+            yield rest
+
+    def _new_call_id(self) -> str:
+        self._call_ids += 1
+        return f"call_{self._call_ids}"
 
     def rollback(self) -> None:
         if self._reply_start is not None:
             del self.history[self._reply_start:]
             self._reply_start = None
+        self._round = None
 
     def record_agent_reply(self, spoken_text: str) -> None:
-        self._reply_start = None
-        if not self.history or self.history[-1]["role"] != "user":
-            return
-        if spoken_text.strip():
-            self.history.append({"role": "assistant", "content": spoken_text.strip()})
+        start, self._reply_start = self._reply_start, None
+        self._round = None
+        if start is None or start >= len(self.history) or self.history[start]["role"] != "user":
+            return  # nothing was asked (only fillers or noise, or the turn never began)
+        spoken = spoken_text.strip()
+        if spoken:
+            # The tool rounds stay (the model sees how it got its answer); what was said goes in
+            # the final answer, which holds every spoken word once.
+            for message in self.history[start + 1:]:
+                if message.get("tool_calls"):
+                    message["content"] = ""
+            self.history.append({"role": "assistant", "content": spoken})
+        else:
+            del self.history[start + 1:]  # nothing was heard: the question alone stays
         # Trim now, leaving room for the next user message, and evaluate the resulting prompt
         # prefix in the background: when trimming drops the oldest exchange the cached prefix
         # no longer matches, and re-evaluating the whole history would otherwise land on the
         # next turn's critical path (~1 s here).
-        self._trim(reserve=1)
-        self._warming = asyncio.ensure_future(self.brain.chat.warm(self.brain.next_prompt_prefix(list(self.history))))
-        self._warming.add_done_callback(_log_warm_failure)
+        self._trim(self.brain.config.history_turns - 1)
+        self._warm_next_prompt()
+
+
+def _json_object(arguments: str) -> dict:
+    """The call's arguments as an object for the chat template (which writes them as JSON)."""
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load(config: Config, paths) -> CascadeBrain:
