@@ -91,6 +91,8 @@ class BrainConfig:
 class ToolsConfig:
     builtin: list[str]
     custom: list[str]
+    instructions: str
+    force_arithmetic: bool
     time_zone: str
     timeout_s: float
     max_rounds: int

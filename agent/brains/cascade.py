@@ -8,7 +8,9 @@ Tools: the prompt is the GGUF's own chat template (Qwen2.5's, through llama-cpp-
 Jinja2 formatter) given the tools, which lists them in the system turn; the tool box's
 instructions (e.g. "call the calculator for any calculation") follow the persona. The model's
 text streams through a `ToolMarkupScanner`, so what it says before a call is spoken at once and
-the call's markup never is. A conversation with tools warms its own prompt prefix (system turn
+the call's markup never is. When the user's words require a tool (`ToolPrompt.required_tool`,
+e.g. a calculation), a llama.cpp grammar holds the first round to a JSON call of that tool; the
+model still writes its arguments. A conversation with tools warms its own prompt prefix (system turn
 with the tools) when it opens, so the tools cost no prompt time on the first turn.
 """
 
@@ -155,10 +157,15 @@ class LlamaChat:
         self.load_s = time.perf_counter() - started
 
     def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None,
-                        tools: Sequence[dict] | None = None) -> Iterator[str]:
+                        tools: Sequence[dict] | None = None, shape: dict | None = None) -> Iterator[str]:
+        """The answer's text pieces; with `shape` (a JSON Schema) the text is held to it by a grammar."""
+        from llama_cpp import LlamaGrammar
+
+        grammar = LlamaGrammar.from_json_schema(json.dumps(shape), verbose=False) if shape is not None else None
         stream = self._llm.create_chat_completion(
             messages=messages,
             tools=list(tools) if tools else None,
+            grammar=grammar,
             stream=True,
             max_tokens=max_tokens or self.config.max_tokens,
             temperature=self.config.temperature,
@@ -181,9 +188,10 @@ class LlamaChat:
     async def warm(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
         await self.thread.run(self.warm_blocking, messages, tools)
 
-    def stream(self, messages: list[dict], tools: Sequence[dict] | None = None) -> AsyncIterator[str]:
+    def stream(self, messages: list[dict], tools: Sequence[dict] | None = None,
+               shape: dict | None = None) -> AsyncIterator[str]:
         """Stream the answer; generation pauses when `max_ahead` pieces wait unread (backpressure)."""
-        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop, tools=tools),
+        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop, tools=tools, shape=shape),
                                   max_ahead=self.max_ahead)
 
 
@@ -290,7 +298,8 @@ class CascadeConversation(Conversation):
         self.history.append({"role": "user", "content": text})
         self._trim(max(1, self.brain.config.history_turns))
         self._reply_start = min(self._reply_start, len(self.history) - 1)
-        async with contextlib.aclosing(self._generate()) as items:
+        required = self.tools.required_tool(text) if self.tools is not None else None
+        async with contextlib.aclosing(self._generate(required)) as items:
             async for item in items:
                 yield item
 
@@ -308,8 +317,9 @@ class CascadeConversation(Conversation):
             async for item in items:
                 yield item
 
-    async def _generate(self) -> AsyncIterator[ReplyItem]:
-        """One round: the model's answer to the history so far."""
+    async def _generate(self, required: str | None = None) -> AsyncIterator[ReplyItem]:
+        """One round: the model's answer to the history so far (a call to tool `required`, if
+        given: a grammar holds its text to that call's JSON)."""
         messages = [self.brain.system_message(self.tools), *self.history]
         if self.tools is None:
             async with contextlib.aclosing(self.brain.chat.stream(messages)) as pieces:
@@ -317,7 +327,13 @@ class CascadeConversation(Conversation):
                     yield piece
             return
         scanner = ToolMarkupScanner(self._new_call_id)
-        async with contextlib.aclosing(self.brain.chat.stream(messages, self._specs)) as pieces:
+        shape = None
+        if required is not None:
+            log.debug("the user's words call for %s: the model must call it", required)
+            shape = {"type": "object", "required": ["name", "arguments"], "additionalProperties": False,
+                     "properties": {"name": {"const": required},
+                                    "arguments": self.tools.spec(required)["function"]["parameters"]}}
+        async with contextlib.aclosing(self.brain.chat.stream(messages, self._specs, shape)) as pieces:
             async for piece in pieces:
                 text = scanner.feed(piece)
                 if text:

@@ -5,6 +5,12 @@ numbers, + - * / ** (also written ^, x, ×, ÷), parentheses and a unary sign ge
 call, an attribute or anything else is refused, and so are powers whose result would be huge.
 Arithmetic is exact (fractions) where it can be, so 0.1 + 0.2 says 0.3 and 47 * 38 says 1786.
 The clock reads the date and time in the configured IANA time zone (or one the model names).
+
+Steering: both tools add a line to the system prompt (when to call them). Qwen2.5-Coder-1.5B
+still answered 5 of 30 spoken-style products of two-digit numbers from its head (and mostly
+wrong) with the best line tried, so with `tools.force_arithmetic` a calculation in the user's
+words ("47 times 38", "multiply 92 by 68", "nine squared") makes the model call the calculator
+(`Tool.required_when`; OpenAI's `tool_choice`): the model still writes the expression itself.
 """
 
 from __future__ import annotations
@@ -29,6 +35,26 @@ SIGNIFICANT_DIGITS = 12  # digits of a result that is not a whole number
 CALCULATOR_INSTRUCTIONS = ("You cannot do arithmetic in your head: for any calculation, even an easy one, "
                            "call the calculator tool and then say its result.")
 CLOCK_INSTRUCTIONS = "For the date or the time, call the clock tool."
+
+
+_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                 "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
+                 "thousand million billion point half").split()
+_WORD = r"(?:%s)" % "|".join(_NUMBER_WORDS)
+_NUMBER = rf"(?:\d[\d,]*(?:\.\d+)?|{_WORD}(?:[\s-]+(?:and\s+)?{_WORD})*)"
+_OPERATOR = (r"(?:\s*(?:plus|minus|times|multiplied\s+by|divided\s+by|over|x|×|\*|\+|/|÷|\^|\*\*"
+             r"|to\s+the\s+power\s+of|raised\s+to)\s*|\s+[-−]\s+)")  # a hyphen only spaced: "3-4 degrees" is a range
+_VERB = (rf"\b(?:(?:multiply|divide)\s+{_NUMBER}\s+by|(?:add|sum\s+of|product\s+of)\s+{_NUMBER}\s+(?:and|to)"
+         rf"|subtract\s+{_NUMBER}\s+from|difference\s+between\s+{_NUMBER}\s+and)\s+{_NUMBER}")
+CALCULATION = re.compile(rf"(?<![\w.]){_NUMBER}{_OPERATOR}{_NUMBER}(?!\w)|(?<![\w.]){_NUMBER}\s+(?:squared|cubed)\b|{_VERB}",
+                         re.IGNORECASE)
+
+
+def mentions_calculation(text: str) -> bool:
+    """Do the user's words hold a calculation: two numbers (digits or words) joined by an
+    arithmetic word or sign ("47 times 38", "forty-seven plus three", "12 / 4"), "N squared", or
+    "multiply 92 by 68", "add 3 and 4", "the product of 6 and 7"?"""
+    return CALCULATION.search(text) is not None
 
 
 class CalculationError(ValueError):
@@ -126,16 +152,18 @@ def _check_size(value: Fraction | float) -> None:
         raise CalculationError(f"the result has more than {MAX_DIGITS} digits")
 
 
-def calculator_tool() -> Tool:
+def calculator_tool(forced: bool = True) -> Tool:
+    """The calculator; with `forced`, a calculation in the user's words makes the model call it."""
+
     async def calculator(expression: str) -> str:
         """Work out an arithmetic expression exactly.
 
         Args:
             expression: numbers with + - * / ** and parentheses, e.g. 47 * 38
         """
-        return format_number(calculate(expression))
+        return f"{expression.strip()} = {format_number(calculate(expression))}"
 
-    return tool(calculator, instructions=CALCULATOR_INSTRUCTIONS)
+    return tool(calculator, instructions=CALCULATOR_INSTRUCTIONS, required_when=mentions_calculation if forced else None)
 
 
 def clock_tool(time_zone: str, now: Callable[[ZoneInfo], datetime] = datetime.now) -> Tool:
@@ -161,9 +189,9 @@ def zone_named(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Paris)") from None
 
 
-def builtin_tools(names: list[str], time_zone: str) -> list[Tool]:
+def builtin_tools(names: list[str], time_zone: str, force_arithmetic: bool = True) -> list[Tool]:
     """The built-in tools named (in `BUILTIN_NAMES`), in that order."""
-    makers = {"calculator": calculator_tool, "clock": lambda: clock_tool(time_zone)}
+    makers = {"calculator": lambda: calculator_tool(force_arithmetic), "clock": lambda: clock_tool(time_zone)}
     unknown = [n for n in names if n not in makers]
     if unknown:
         raise ValueError(f"unknown built-in tools {unknown} (there are: {', '.join(BUILTIN_NAMES)})")

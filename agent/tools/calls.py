@@ -9,7 +9,7 @@ parses and validates them, so every brain gets the same checks and error message
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 # ok: the tool ran and returned; invalid: the arguments did not match the schema (or were not
 # JSON); unknown: no tool by that name; error: the tool raised; timeout: it ran past
@@ -44,11 +44,20 @@ class ToolResult:
 @dataclass(frozen=True)
 class ToolPrompt:
     """What a brain tells its model about the tools of a conversation: `specs` in the OpenAI
-    `tools` format ({"type": "function", "function": {name, description, parameters}}), and
-    `instructions`, text to add to the system prompt (when to use which tool)."""
+    `tools` format ({"type": "function", "function": {name, description, parameters}}),
+    `instructions`, text to add to the system prompt (when to use which tool), and `required`:
+    (tool name, predicate on the user's words) pairs; `required_tool(text)` names the tool the
+    model must call in the first round of its answer to `text` (OpenAI's `tool_choice`)."""
 
     specs: tuple[dict, ...]
     instructions: str = ""
+    required: tuple[tuple[str, Callable[[str], bool]], ...] = ()
+
+    def required_tool(self, user_text: str) -> str | None:
+        return next((name for name, applies in self.required if applies(user_text)), None)
+
+    def spec(self, name: str) -> dict:
+        return next(spec for spec in self.specs if spec["function"]["name"] == name)
 
     @property
     def names(self) -> tuple[str, ...]:

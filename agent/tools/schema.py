@@ -21,6 +21,7 @@ schema never promises what validation cannot check.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
@@ -39,13 +40,16 @@ class ToolDefinitionError(TypeError):
 class Tool:
     """A function the model may call. `fn` is called with the validated arguments as keywords;
     an async function runs on the event loop (it must not block), a plain one in a worker thread.
-    `instructions` is a line added to the system prompt while the tool is on (when to use it)."""
+    `instructions` is a line added to the system prompt while the tool is on (when to use it);
+    `required_when(user_text)`, if given, makes the model call this tool first whenever it is
+    true (a small model does not always choose a tool when it should)."""
 
     name: str
     description: str
     parameters: dict[str, Any]
     fn: Callable[..., Any] = field(compare=False, repr=False)
     instructions: str = ""
+    required_when: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
 
     def spec(self) -> dict[str, Any]:
         """The tool in the OpenAI `tools` format (also what Qwen's chat template expects)."""
@@ -54,14 +58,16 @@ class Tool:
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,
-         instructions: str = "") -> Any:
+         instructions: str = "", required_when: Callable[[str], bool] | None = None) -> Any:
     """Make `fn` a `Tool` (see the module docstring). Usable as `tool(fn)`, `@tool` or
-    `@tool(name=..., description=..., instructions=...)`; a `Tool` passes through unchanged."""
+    `@tool(name=..., description=..., instructions=..., required_when=...)`; a `Tool` passes
+    through unchanged."""
 
     def make(f: Callable[..., Any]) -> Tool:
         if isinstance(f, Tool):
             return f
-        return _make_tool(f, name, description, instructions)
+        made = _make_tool(f, name, description, instructions)
+        return dataclasses.replace(made, required_when=required_when) if required_when is not None else made
 
     return make if fn is None else make(fn)
 

@@ -33,7 +33,9 @@ ToolLike = Tool | Callable[..., Any]
 class ToolBox:
     """A conversation's tools by name (see the module docstring)."""
 
-    def __init__(self, tools: Iterable[ToolLike] = (), timeout_s: float = 10.0, max_result_chars: int = 1000) -> None:
+    def __init__(self, tools: Iterable[ToolLike] = (), timeout_s: float = 10.0, max_result_chars: int = 1000,
+                 instructions: str = "") -> None:
+        self.instructions = instructions  # how to use tools at all; each tool adds when to use it
         self.timeout_s = timeout_s
         self.max_result_chars = max_result_chars
         self.tools: dict[str, Tool] = {}
@@ -55,8 +57,10 @@ class ToolBox:
 
     def prompt(self) -> ToolPrompt:
         """What the brain puts in its prompt about these tools."""
-        instructions = " ".join(t.instructions for t in self.tools.values() if t.instructions)
-        return ToolPrompt(tuple(t.spec() for t in self.tools.values()), instructions)
+        lines = [self.instructions, *(t.instructions for t in self.tools.values())]
+        instructions = " ".join(line for line in lines if line)
+        required = tuple((t.name, t.required_when) for t in self.tools.values() if t.required_when is not None)
+        return ToolPrompt(tuple(t.spec() for t in self.tools.values()), instructions, required)
 
     async def run(self, call: ToolCall) -> ToolResult:
         """Run one call; the result says what happened (a CancelledError passes through)."""
@@ -113,7 +117,7 @@ async def _call(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
 def configured_tools(config: Config) -> list[Tool]:
     """The tools config turns on: the built-ins in `tools.builtin`, then `tools.custom`
     ("package.module:name", a function, a Tool, or a list of them)."""
-    tools: list[Tool] = list(builtin_tools(config.tools.builtin, config.tools.time_zone))
+    tools: list[Tool] = list(builtin_tools(config.tools.builtin, config.tools.time_zone, config.tools.force_arithmetic))
     for target in config.tools.custom:
         module_name, _, attribute = target.partition(":")
         if not module_name or not attribute:
@@ -128,4 +132,5 @@ def configured_tools(config: Config) -> list[Tool]:
 
 def toolbox_for(config: Config, extra: Iterable[ToolLike] = ()) -> ToolBox:
     """The tools of one conversation: those config turns on, plus `extra` (the attach API's)."""
-    return ToolBox([*configured_tools(config), *extra], config.tools.timeout_s, config.tools.max_result_chars)
+    return ToolBox([*configured_tools(config), *extra], config.tools.timeout_s, config.tools.max_result_chars,
+                   config.tools.instructions)
