@@ -65,12 +65,12 @@ async def test_the_model_calls_a_tool_and_speaks_its_result_in_the_same_turn():
     await play_out(session, turn)
     # "Let me check." was already synthesised and queued when the tool ran.
     assert queued_when_called and queued_when_called[0] > 0
-    assert session.conversation.tool_results[0].content == "47 * 38 = 1786"
+    assert session.conversation.tool_results[0].content == "47 * 38 = 1,786"
     [started] = of_type(events, "tool_call")
     assert started == {"type": "tool_call", "turn": 1, "call_id": "call_1", "name": "calculator",
                        "arguments": {"expression": "47 * 38"}}
     [finished] = of_type(events, "tool_result")
-    assert finished["status"] == "ok" and finished["result"] == "47 * 38 = 1786" and finished["ms"] >= 0
+    assert finished["status"] == "ok" and finished["result"] == "47 * 38 = 1,786" and finished["ms"] >= 0
     kinds = [e["type"] for e in events]
     assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("timeline")
     assert spoken(events) == "Let me check. It is 1786."

@@ -27,7 +27,9 @@ more rounds:
   (`{"type": "function", "function": {"name", "description", "parameters"}}`), ready to pass as
   the `tools` of a chat completion request; add `tools.instructions` to the system prompt.
   Without tools (None) a brain behaves exactly as before and never yields a ToolCall.
-- `reply()` / `continue_reply()` yield `str` (speakable text, never tool-call markup) and then,
+- `reply()` / `continue_reply()` yield `str` (speakable text, never tool-call markup; an empty
+  string says the model is still working, e.g. writing a call, so the turn's stall guard
+  does not take a long call for a hung model) and then,
   if the model asked for tools, one `ToolCall(id, name, arguments)` per call, `arguments` being
   the model's JSON text as it came (the tool box parses and validates it). An OpenAI-compatible
   brain streams `delta.content` as text, gathers `delta.tool_calls` by `index` (id, name,

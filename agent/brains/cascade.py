@@ -335,9 +335,8 @@ class CascadeConversation(Conversation):
                                     "arguments": self.tools.spec(required)["function"]["parameters"]}}
         async with contextlib.aclosing(self.brain.chat.stream(messages, self._specs, shape)) as pieces:
             async for piece in pieces:
-                text = scanner.feed(piece)
-                if text:
-                    yield text
+                # An empty piece while a call is being written: the model is working (stall guard).
+                yield scanner.feed(piece)
         rest, calls = scanner.finish()
         if calls:
             log.debug("the model asks for %s", ", ".join(f"{c.name}({c.arguments})" for c in calls))
