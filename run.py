@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and a cough over answers, over WebRTC: cut-offs, resumptions and their delays")
     bench.add_argument("--floor", action="store_true", help="time each stage alone on idle cores (VAD, ASR, LLM "
                        "first token and per token, each CPU voice's first PCM) at 1 and 2 threads")
+    bench.add_argument("--tool-prompt", action="store_true", help="what tools cost the cascade's LLM: first-token "
+                       "latency with and without the tools prompt (cached and cold), and the calculator round trip")
     bench.add_argument("--voxtral-arch", action="store_true", help="time the real-size Voxtral-Mini-3B architecture "
                        "with random weights (needs a CUDA GPU to mean anything): audio encoding, first token, "
                        "inter-token latency for 2, 5 and 10 s utterances")
@@ -176,6 +178,11 @@ def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPa
         from bench.floor import run_floor
 
         run_floor(config, args.out)
+        return 0
+    if args.tool_prompt:
+        from bench.tool_prompt import run_tool_prompt
+
+        run_tool_prompt(config, args.out)
         return 0
     if args.voxtral_arch:
         from bench.voxtral_arch import print_architecture_timings
