@@ -6,13 +6,16 @@ chat template's system turn) whose prefix is cached as a conversation leaves it 
 opens and after each turn), and with the same prompt cold (what a first turn pays if nothing
 warmed it). Then the whole calculator round trip through `CascadeConversation`: the question
 given as text (ASR is not what is measured), the forced call written, the tool run, and the
-first piece of the spoken answer. Medians over the questions; results in tool-prompt.json.
+first piece of the spoken answer. Last, how often the model, left to choose, calls the calculator
+for a product of two-digit numbers (without `tools.force_arithmetic`). Medians over the
+questions; results in tool-prompt.json.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import statistics
 import time
 
@@ -29,6 +32,10 @@ from .report import write_json
 QUESTIONS = ("What is the capital of France?", "How many legs does a spider have?", "Why is the sea salty?",
              "Who wrote the play Romeo and Juliet?", "Tell me a joke about cats.")
 PRODUCTS = ("What is 47 times 38?", "How much is 83 times 19?", "What's 62 multiplied by 57?")
+# Spoken-style products for the calculator choice without tools.force_arithmetic.
+CHOICE = ("Can you multiply 92 by 68?", "How much is 28 times 66?", "What is 86 x 39?", "What's 30 multiplied by 53?",
+          "Can you multiply 97 by 53?", "How much is 94 times 43?", "What is 59 times 79?", "What's 17 times 83?",
+          "Can you multiply 66 by 24?", "What is 61 times 21?", "How much is 77 times 95?", "What is 35 x 19?")
 
 
 class GivenText:
@@ -87,6 +94,13 @@ async def measure(config: Config) -> dict:
             trips.append({"question": question, "call_s": round(called - started, 3), "tool_s": round(ran - called, 4),
                           "answer_first_token_s": round((first or ran) - ran, 3),
                           "total_s": round((first or ran) - started, 3), "result": outcome[0].content if outcome else ""})
+        chose = 0  # the model left to choose (no forced call): did it take the calculator?
+        free = dataclasses.replace(prompt, required=())
+        for question in CHOICE:
+            brain.transcriber.text = question  # type: ignore[attr-defined]
+            conversation = brain.new_conversation(free)
+            items = [item async for item in conversation.reply(np.zeros(1, np.int16), lambda _t: True)]
+            chose += any(isinstance(item, ToolCall) and item.name == "calculator" for item in items)
         prefix_tokens = {
             "no_tools": len(chat._llm.tokenize(_render(chat, brain.next_prompt_prefix([]), None).encode(), special=True)),
             "tools": len(chat._llm.tokenize(_render(chat, brain.next_prompt_prefix([], prompt), prompt.specs).encode(),
@@ -96,7 +110,8 @@ async def measure(config: Config) -> dict:
         chat.thread.shutdown()
     return {"first_token_median_s": {k: round(statistics.median(v), 3) for k, v in results.items()},
             "first_token_s": {k: [round(x, 3) for x in v] for k, v in results.items()},
-            "prompt_prefix_tokens": prefix_tokens, "calculator_round_trips": trips, "tools": list(box.names)}
+            "prompt_prefix_tokens": prefix_tokens, "calculator_round_trips": trips, "tools": list(box.names),
+            "calculator_chosen_unforced": {"chosen": chose, "of": len(CHOICE)}}
 
 
 def _render(chat: cascade.LlamaChat, messages: list[dict], tools) -> str:
@@ -118,5 +133,7 @@ def run_tool_prompt(config: Config, out_dir: str | None = None) -> dict:
     for trip in result["calculator_round_trips"]:
         print(f"{trip['question']!r}: call written {trip['call_s'] * 1000:.0f} ms, tool {trip['tool_s'] * 1000:.1f} ms, "
               f"answer's first token {trip['answer_first_token_s'] * 1000:.0f} ms later ({trip['result']})")
+    choice = result["calculator_chosen_unforced"]
+    print(f"without tools.force_arithmetic the model called the calculator for {choice['chosen']} of {choice['of']} products")
     write_json("tool-prompt.json", result, out_dir)
     return result

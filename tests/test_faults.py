@@ -185,3 +185,20 @@ async def test_an_events_channel_closed_early_does_not_break_the_call():
             await asyncio.sleep(0.05)
         assert client.first_audible_after(sent.ended_at) is not None
         await client.close()
+
+
+async def test_a_model_stream_that_fails_to_start_raises_in_the_consumer_instead_of_hanging():
+    from agent.runtime.model_thread import ModelThread
+
+    thread = ModelThread("test")
+
+    def cannot_start(stop):
+        raise TypeError("bad arguments for the model")
+
+    try:
+        with pytest.raises(TypeError, match="bad arguments"):
+            async with asyncio.timeout(5):
+                async for _ in thread.stream(cannot_start):
+                    pass
+    finally:
+        thread.shutdown()

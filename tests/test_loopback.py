@@ -132,12 +132,12 @@ async def test_a_model_error_mid_turn_is_an_event_and_the_session_goes_on(config
     original = chat.tokens_blocking
     calls = []
 
-    def failing_once(messages, stop, max_tokens=None):
+    def failing_once(messages, stop, max_tokens=None, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             yield "Let me"
             raise RuntimeError("simulated model failure")
-        yield from original(messages, stop, max_tokens)
+        yield from original(messages, stop, max_tokens, **kwargs)
 
     monkeypatch.setattr(chat, "tokens_blocking", failing_once)
     client = await connected_client(config, agent_url)

@@ -53,8 +53,9 @@ class ModelThread:
                 stop.set()
 
         def work() -> None:
-            iterator = iter(make_iterator(stop))
+            iterator = None
             try:
+                iterator = iter(make_iterator(stop))  # inside the try: a failure here must reach the consumer too
                 for item in iterator:
                     if stop.is_set() or (room is not None and not wait_for_room()):
                         break
@@ -63,7 +64,7 @@ class ModelThread:
                 deliver(_DONE, exc)
                 return
             finally:
-                close = getattr(iterator, "close", None)
+                close = getattr(iterator, "close", None) if iterator is not None else None
                 if close is not None:
                     close()
             deliver(_DONE)
