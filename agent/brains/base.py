@@ -27,6 +27,9 @@ more rounds:
   (`{"type": "function", "function": {"name", "description", "parameters"}}`), ready to pass as
   the `tools` of a chat completion request; add `tools.instructions` to the system prompt.
   Without tools (None) a brain behaves exactly as before and never yields a ToolCall.
+- In the first round, `tools.required_tool(user_text)` may name a tool the model must call
+  (e.g. the calculator for "47 times 38"): for OpenAI send `tool_choice={"type": "function",
+  "function": {"name": name}}` in that request (otherwise "auto"); the cascade uses a grammar.
 - `reply()` / `continue_reply()` yield `str` (speakable text, never tool-call markup; an empty
   string says the model is still working, e.g. writing a call, so the turn's stall guard
   does not take a long call for a hung model) and then,
