@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and a cough over answers, over WebRTC: cut-offs, resumptions and their delays")
     bench.add_argument("--floor", action="store_true", help="time each stage alone on idle cores (VAD, ASR, LLM "
                        "first token and per token, each CPU voice's first PCM) at 1 and 2 threads")
+    bench.add_argument("--tool-prompt", action="store_true", help="what tools cost the cascade's LLM: first-token "
+                       "latency with and without the tools prompt (cached and cold), and the calculator round trip")
     bench.add_argument("--voxtral-arch", action="store_true", help="time the real-size Voxtral-Mini-3B architecture "
                        "with random weights (needs a CUDA GPU to mean anything): audio encoding, first token, "
                        "inter-token latency for 2, 5 and 10 s utterances")
@@ -120,8 +122,10 @@ def setup_logging(level: str) -> None:
 
 async def _serve(config: Config) -> None:
     from agent.models import load_models
+    from agent.tools.toolbox import toolbox_for
     from signaling.server import serve_until_signalled
 
+    toolbox_for(config)  # a tools.custom entry that cannot be imported or described fails before the models load
     models = await asyncio.to_thread(load_models, config, sys.stderr.isatty())
     try:
         await models.warm_up()
@@ -190,6 +194,11 @@ def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPa
 
         run_floor(config, args.out)
         return 0
+    if args.tool_prompt:
+        from bench.tool_prompt import run_tool_prompt
+
+        run_tool_prompt(config, args.out)
+        return 0
     if args.voxtral_arch:
         from bench.voxtral_arch import print_architecture_timings
 
@@ -216,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     setup_logging(config.server.log_level)
     command = args.command or "serve"
+    from agent.brains.base import ToolsUnsupported
     from agent.brains.voxtral import VoxtralUnavailable
     from agent.runtime.model_files import ModelFileError
+    from agent.tools.schema import ToolDefinitionError
 
     try:
         if command == "models":
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "bench":
             return _bench(config, args, parser)
         asyncio.run(_serve(config))
-    except (ModelFileError, VoxtralUnavailable) as exc:
+    except (ModelFileError, VoxtralUnavailable, ToolsUnsupported, ToolDefinitionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

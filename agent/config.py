@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from agent import brains, voices
+from agent.tools.builtins import BUILTIN_NAMES, zone_named
 
 
 def _default_toml() -> Path:
@@ -100,6 +101,19 @@ class BrainConfig:
     system_prompt: str
     history_turns: int
     stall_timeout_s: float
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    builtin: list[str]
+    custom: list[str]
+    instructions: str
+    force_arithmetic: bool
+    time_zone: str
+    timeout_s: float
+    max_rounds: int
+    max_result_chars: int
+    apology: str
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,7 @@ class Config:
     ice: IceConfig
     turns: TurnsConfig
     brain: BrainConfig
+    tools: ToolsConfig
     voxtral: VoxtralConfig
     openai: OpenAIConfig
     asr: AsrConfig
@@ -270,6 +285,14 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "turns.max_utterance_ms": (lambda v: v >= 1000, ">= 1000"),
     "turns.preroll_ms": (lambda v: v >= 0, ">= 0"),
     "brain.kind": (lambda v: v in brains.CHOICES, " or ".join(brains.CHOICES)),
+    "tools.builtin": (lambda v: set(v) <= set(BUILTIN_NAMES) and len(set(v)) == len(v),
+                      "a list of distinct names among " + ", ".join(BUILTIN_NAMES)),
+    "tools.custom": (lambda v: all(":" in t for t in v), 'entries like "package.module:function"'),
+    "tools.time_zone": (lambda v: _is_zone(v), 'an IANA time zone name such as "Europe/Paris" or "UTC"'),
+    "tools.timeout_s": (lambda v: v > 0, "> 0"),
+    "tools.max_rounds": (lambda v: v >= 1, ">= 1"),
+    "tools.max_result_chars": (lambda v: v >= 16, ">= 16"),
+    "tools.apology": (lambda v: bool(v.strip()), "a sentence (not empty)"),
     "voxtral.max_new_tokens": (lambda v: v >= 1, ">= 1"),
     "voxtral.max_context_tokens": (lambda v: v >= 512, ">= 512"),
     "voxtral.temperature": (lambda v: 0 <= v <= 2, "0..2"),
@@ -311,6 +334,14 @@ _CHOICES: dict[str, tuple[Any, str]] = {
     "playout.max_lag_ms": (lambda v: v >= 20, ">= 20"),
     "playout.max_queue_s": (lambda v: v > 0, "> 0"),
 }
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zone_named(name)
+    except ValueError:
+        return False
+    return True
 
 
 def to_dict(config: Config) -> dict[str, dict[str, Any]]:

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
+from agent.tools.calls import ToolStatus
+
 State = Literal["listening", "thinking", "speaking"]
 # empty: the brain said nothing; ignored: the user said nothing worth answering (fillers, noise)
 Outcome = Literal["pending", "answered", "interrupted", "error", "empty", "ignored"]
@@ -98,8 +100,10 @@ class Interruption:
 class TurnFinished:
     """A turn ended: its `outcome`, each stage in `ms` after the end of the user's speech, the raw
     `clock` marks (perf_counter seconds), the answer's `playout` (lateness, gaps), whether it was
-    `preemptive` (started at a pause, before the end of the turn was certain), and `queue_wait_ms`:
-    how long its model work waited behind other calls' (for the CPU or an LLM slot)."""
+    `preemptive` (started at a pause, before the end of the turn was certain), the `end_of_turn`
+    verdict, `queue_wait_ms` (how long its model work waited behind other calls': for the CPU or
+    an LLM slot), and the `tools` it called (`name`, `status`, `start_ms` after the end of speech,
+    `ms` running)."""
 
     type: ClassVar[str] = "timeline"
     turn: int
@@ -110,6 +114,7 @@ class TurnFinished:
     preemptive: bool = False
     end_of_turn: dict[str, float | bool] = field(default_factory=dict)  # the model's last verdict, if asked
     queue_wait_ms: float = 0.0
+    tools: list[dict[str, Any]] = field(default_factory=list)  # each tool call: name, status, start_ms, ms
 
 
 @dataclass(frozen=True)
@@ -135,8 +140,38 @@ class PreemptionDiscarded:
 
 
 @dataclass(frozen=True)
+class ToolCallStarted:
+    """The model asked for tool `name` in `turn` and it runs now (`call_id` pairs it with its
+    `tool_result`); `arguments` as the model wrote them (an object, or its raw text when that is
+    not JSON). What the model said before asking is spoken meanwhile."""
+
+    type: ClassVar[str] = "tool_call"
+    turn: int
+    call_id: str
+    name: str
+    arguments: dict[str, Any] | str
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    """A tool call ended: `status` ok, invalid (arguments not matching its schema: it was not
+    called), unknown (no such tool), error (it raised), timeout, or cancelled (the user spoke
+    over the answer); `result` is what the model reads next (its result or the error), `ms`
+    how long it ran. An error or timeout also sends an `error` event and the agent apologises."""
+
+    type: ClassVar[str] = "tool_result"
+    turn: int
+    call_id: str
+    name: str
+    status: ToolStatus
+    result: str
+    ms: float
+
+
+@dataclass(frozen=True)
 class TurnError:
-    """A turn failed (`kind`: timeout or the exception's class); the session goes on."""
+    """A turn failed (`kind`: timeout, tool_error, tool_timeout, tool_rounds, or the exception's
+    class); the session goes on."""
 
     type: ClassVar[str] = "error"
     turn: int
@@ -145,9 +180,10 @@ class TurnError:
 
 
 Event = Union[Hello, StateChanged, SpeechStarted, SpeechDiscarded, EndOfTurnVerdict, Transcript, AgentText, Interruption,
-              BargeIn, TurnFinished, PreemptionDiscarded, TurnError]
+              BargeIn, TurnFinished, PreemptionDiscarded, ToolCallStarted, ToolCallFinished, TurnError]
 EVENTS: tuple[type, ...] = (Hello, StateChanged, SpeechStarted, SpeechDiscarded, EndOfTurnVerdict, Transcript,
-                            AgentText, Interruption, BargeIn, TurnFinished, PreemptionDiscarded, TurnError)
+                            AgentText, ToolCallStarted, ToolCallFinished, Interruption, BargeIn, TurnFinished,
+                            PreemptionDiscarded, TurnError)
 
 
 def to_json(event: Event) -> dict[str, Any]:

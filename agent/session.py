@@ -16,6 +16,11 @@ whole answer to what was said so far, held (see `AnswerTurn`). When the turn the
 same audio, the held answer is released at once: its transcript, first token and first audio
 are often ready by then. If the user goes on speaking, it is cancelled and discarded: nothing
 played, nothing shown, nothing in the history.
+
+Tools: the session's `ToolBox` (config's tools plus the attach API's) is described to the
+brain when its conversation opens, and each answer runs the calls its model makes (see
+`AnswerTurn`). A preemptive answer calls no tool before it is confirmed; a barge-in cancels the
+running tool with the answer.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Callable, Coroutine
 
 import numpy as np
 
-from agent.brains.base import Brain
+from agent.brains.base import Brain, ToolsUnsupported
 from agent.config import Config
 from agent.events import (BargeIn, EndOfTurnVerdict, Event, Interruption, PreemptionDiscarded, SpeechDiscarded,
                           SpeechStarted, State, StateChanged, TurnError)
@@ -43,6 +48,7 @@ from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.transcripts import is_only_filler, sounds_finished, words_of
 from agent.pipeline.turns import TurnDetector, TurnEvent
 from agent.runtime.scheduler import current_urgency, due_now
+from agent.tools.toolbox import ToolBox
 from agent.turn import AnswerTurn, StageStalled
 from agent.voices.base import Voice
 
@@ -52,9 +58,20 @@ EventSink = Callable[[Event], None]
 _session_ids = itertools.count(1)
 
 
+def check_tools(brain: Brain, tools: ToolBox | None) -> None:
+    """Refuse tools for a brain that cannot call them, saying what to change."""
+    if tools and not brain.supports_tools:
+        raise ToolsUnsupported(
+            f"the {brain.name} brain cannot call tools, but tools are on ({', '.join(tools.names)}): "
+            "set tools.builtin = [] and tools.custom = [] (and pass no tools to attach_agent), "
+            "or use brain.kind = cascade")
+
+
 class AgentSession:
     def __init__(self, config: Config, brain: Brain, voice: Voice, send_event: EventSink | None = None,
-                 clock: Callable[[], float] = time.perf_counter, end_of_turn: SmartTurn | None = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter, end_of_turn: SmartTurn | None = None,
+                 tools: ToolBox | None = None) -> None:
+        check_tools(brain, tools)
         self.id = next(_session_ids)
         self.config = config
         self.brain = brain
@@ -69,7 +86,8 @@ class AgentSession:
         self._echo = False  # the utterance in progress is the agent's own voice coming back
         self.clock = clock
         self._send_event = send_event
-        self.conversation = brain.new_conversation()
+        self.tools = tools if tools else None
+        self.conversation = brain.new_conversation(self.tools.prompt()) if self.tools else brain.new_conversation()
         turns = config.turns if self.end_of_turn is not None else dataclasses.replace(config.turns, semantic=False)
         self.turns = TurnDetector(turns, clock=clock)
         self.output = PcmQueue(max_samples=int(config.playout.max_queue_s * PLAYOUT_RATE))
@@ -259,7 +277,8 @@ class AgentSession:
     # -- turns -----------------------------------------------------------------------------
     def _new_turn(self, audio: np.ndarray, speech_end: float, held: bool) -> AnswerTurn:
         turn = AnswerTurn(self.turn_count + 1, self.conversation, self.voice, self.output, self.config, self.emit,
-                          on_audible=lambda: self._set_state("speaking"), clock=self.clock, held=held)
+                          on_audible=lambda: self._set_state("speaking"), clock=self.clock, held=held,
+                          tools=self.tools)
         turn.timeline.mark("speech_end", speech_end)
         turn.urgency.label = f"session {self.id} turn {turn.number}"
         # The turn's model work (and its producer task's) carries its urgency to the scheduler.

@@ -8,11 +8,11 @@ so in every event (`brain: "stub"`, transcripts marked "(stub)").
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 import numpy as np
 
-from agent.brains.base import Brain, Conversation, TranscriptCallback
+from agent.brains.base import Brain, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, TranscriptCallback
 from agent.models import AgentModels
 from agent.voices.base import Voice
 
@@ -39,45 +39,74 @@ def vowel_sound(ms: int, rate: int = 16000, f0: float = 140.0, seed: int = 0) ->
 
 
 class ScriptedBrain(Brain):
-    """Answers every utterance with the same script, word by word, after an optional delay."""
+    """Answers every utterance with the same script, word by word, after an optional delay.
+
+    With `rounds`, a reply is those rounds instead: each a list of text and `ToolCall`s, the
+    first yielded by `reply()`, the next by each `continue_reply()` (which keeps the results it
+    was given in `conversation.tool_results`)."""
 
     name = "stub"
+    supports_tools = True
 
     def __init__(self, script: str = DEFAULT_SCRIPT, first_token_delay_s: float = 0.0,
-                 token_interval_s: float = 0.0) -> None:
+                 token_interval_s: float = 0.0, rounds: Sequence[Sequence[str | ToolCall]] | None = None) -> None:
         self.script = script
         self.first_token_delay_s = first_token_delay_s
         self.token_interval_s = token_interval_s
+        self.rounds = [list(r) for r in rounds] if rounds is not None else [[script]]
 
-    def new_conversation(self) -> "ScriptedConversation":
-        return ScriptedConversation(self)
+    def new_conversation(self, tools: ToolPrompt | None = None) -> "ScriptedConversation":
+        return ScriptedConversation(self, tools)
 
 
 class ScriptedConversation(Conversation):
-    def __init__(self, brain: ScriptedBrain) -> None:
+    def __init__(self, brain: ScriptedBrain, tools: ToolPrompt | None = None) -> None:
         self.brain = brain
+        self.tools = tools
         self.history: list[tuple[str, str]] = []
+        self.tool_results: list[ToolResult] = []
         self._reply_start: int | None = None
+        self._round = 0
 
-    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[ReplyItem]:
         self._reply_start = len(self.history)
+        self._round = 0
         if on_transcript(f"(stub) {len(audio) * 1000 // 16000} ms of speech") is False:
             return
         self.history.append(("user", "(stub)"))
         if self.brain.first_token_delay_s:
             await asyncio.sleep(self.brain.first_token_delay_s)
-        for i, word in enumerate(self.brain.script.split(" ")):
-            if i and self.brain.token_interval_s:
-                await asyncio.sleep(self.brain.token_interval_s)
-            yield word if i == 0 else " " + word
+        async for item in self._speak_round():
+            yield item
+
+    async def continue_reply(self, results: Sequence[ToolResult]) -> AsyncIterator[ReplyItem]:
+        self.tool_results.extend(results)
+        self.history.extend(("tool", r.content) for r in results)
+        self._round += 1
+        async for item in self._speak_round():
+            yield item
+
+    async def _speak_round(self) -> AsyncIterator[ReplyItem]:
+        rounds = self.brain.rounds
+        items = rounds[self._round] if self._round < len(rounds) else []
+        words = 0
+        for item in items:
+            if isinstance(item, ToolCall):
+                yield item
+                continue
+            for word in item.split(" "):
+                if words and self.brain.token_interval_s:
+                    await asyncio.sleep(self.brain.token_interval_s)
+                yield word if words == 0 else " " + word
+                words += 1
 
     async def transcribe(self, audio: np.ndarray) -> str:
         return f"(stub) {len(audio) * 1000 // 16000} ms of speech"
 
     def record_agent_reply(self, spoken_text: str) -> None:
-        if self.history and self.history[-1][0] == "user":  # a reply was asked for (not a filler)
+        start, self._reply_start = self._reply_start, None
+        if start is not None and start < len(self.history) and self.history[start][0] == "user":  # not a filler
             self.history.append(("assistant", spoken_text))
-        self._reply_start = None
 
     def rollback(self) -> None:
         if self._reply_start is not None:

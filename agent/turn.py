@@ -11,12 +11,25 @@ turn is certain): it transcribes, thinks and synthesises as usual, but keeps its
 events to itself until `release()` (the turn really ended) sends them on at once. A held turn
 that is cancelled instead leaves nothing behind: nothing was played or shown, and the session
 rolls the conversation back.
+
+Tools: the brain's reply comes in rounds (see `agent.brains.base`). A round's text is cut into
+phrases and spoken as usual, its last phrase as soon as the round ends, so "Let me check." is
+heard while the tool runs. The round's tool calls then run through the session's `ToolBox`
+(validated, under `tools.timeout_s`), each a `tool_call` and a `tool_result` event and a span in
+the timeline, and the brain's next round reads their results. A held turn runs no tool: a tool
+may have side effects (book a slot, send a message), and a preemptive answer may be thrown
+away, so its calls wait for `release()` (its text before the call is ready and held
+meanwhile); discarded, it never called anything. A tool that raises or times out (or a model
+asking for more than `tools.max_rounds` rounds) ends the answer with `tools.apology` spoken and
+an `error` event; a barge-in cancels the turn's task and with it the running tool, which sees
+the CancelledError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,15 +37,16 @@ from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from agent.brains.base import Conversation
+from agent.brains.base import Conversation, ReplyItem, ToolCall, ToolResult
 from agent.config import Config
-from agent.events import AgentText, Event, Transcript
+from agent.events import AgentText, Event, ToolCallFinished, ToolCallStarted, Transcript, TurnError
 from agent.pipeline.audio import StreamResampler
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue, QueueFull, Segment
 from agent.pipeline.phrases import PhraseChunker, phrases_from_pieces
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.transcripts import is_only_filler
 from agent.runtime.scheduler import Urgency
+from agent.tools.toolbox import ToolBox
 from agent.voices.base import Voice
 
 log = logging.getLogger(__name__)
@@ -101,7 +115,7 @@ class AnswerTurn:
     def __init__(self, number: int, conversation: Conversation, voice: Voice, output: PcmQueue, config: Config,
                  emit: Callable[[Event], None], on_audible: Callable[[], None],
                  clock: Callable[[], float] = time.perf_counter, held: bool = False,
-                 on_transcript: Callable[[str], None] | None = None) -> None:
+                 on_transcript: Callable[[str], None] | None = None, tools: ToolBox | None = None) -> None:
         self.timeline = TurnTimeline(number)
         self.timeline.preemptive = held
         self.conversation = conversation
@@ -119,6 +133,10 @@ class AnswerTurn:
         self.synthesizing = False
         self.held = held
         self.on_transcript = on_transcript  # the session hears the words at once, held or not
+        self.tools = tools
+        self._released = asyncio.Event()  # tools run only once the turn is confirmed
+        if not held:
+            self._released.set()
         self._held_events: list[Event] = []
         self._held_audio: list[tuple[SpokenPhrase, np.ndarray, Callable, Callable]] = []
         self._held_samples = 0
@@ -139,6 +157,7 @@ class AnswerTurn:
         if not self.held:
             return
         self.held = False
+        self._released.set()
         events, self._held_events = self._held_events, []
         for event in events:
             self._emit(event)
@@ -204,10 +223,6 @@ class AnswerTurn:
             return True
 
         async def produce_phrases() -> None:
-            pieces = self._mark_first(
-                stall_guard(self.conversation.reply(audio, on_transcript), self.config.brain.stall_timeout_s, "brain",
-                            self.urgency),
-                "first_token")
             chunker = PhraseChunker(self.config.phrases, clock=time.monotonic)
             ahead = PLAYOUT_RATE * self.config.phrases.timeout_ms // 1000
 
@@ -215,14 +230,38 @@ class AnswerTurn:
                 """Nothing left to synthesise and less than a timeout's worth of audio queued."""
                 return phrase_queue.empty() and not self.synthesizing and self.queued_samples() < ahead
 
+            async def say(phrase: str) -> None:
+                timeline.mark("first_phrase", self.clock())
+                await phrase_queue.put(phrase)
+                await first_audio.wait()
+
+            stream: AsyncIterator[ReplyItem] = self.conversation.reply(audio, on_transcript)
+            rounds = 0
             try:
-                async with contextlib.aclosing(phrases_from_pieces(pieces, chunker, voice_hungry)) as phrases:
-                    async for phrase in phrases:
-                        timeline.mark("first_phrase", self.clock())
-                        await phrase_queue.put(phrase)
-                        await first_audio.wait()
+                while True:
+                    calls: list[ToolCall] = []
+                    pieces = self._mark_first(
+                        _texts(stall_guard(stream, self.config.brain.stall_timeout_s, "brain", self.urgency), calls),
+                        "first_token")
+                    # The round's end flushes its last phrase: spoken while the tools run.
+                    async with contextlib.aclosing(pieces), \
+                            contextlib.aclosing(phrases_from_pieces(pieces, chunker, voice_hungry)) as phrases:
+                        async for phrase in phrases:
+                            await say(phrase)
+                    if not calls:
+                        return
+                    rounds += 1
+                    if rounds > self.config.tools.max_rounds:
+                        await self._apologise(say, "tool_rounds", f"the model asked for tools more than "
+                                                                  f"{self.config.tools.max_rounds} times in one answer")
+                        return
+                    results = await self._run_tools(calls)
+                    failed = next((r for r in results if r.status in ("error", "timeout")), None)
+                    if failed is not None:
+                        await self._apologise(say, f"tool_{failed.status}", failed.content)
+                        return
+                    stream = self.conversation.continue_reply(results)
             finally:
-                await pieces.aclose()
                 await phrase_queue.put(None)
 
         producer = asyncio.create_task(produce_phrases())
@@ -234,6 +273,44 @@ class AnswerTurn:
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await producer
+
+    async def _run_tools(self, calls: list[ToolCall]) -> list[ToolResult]:
+        """Run the round's calls in order (a failure stops the rest: the answer ends with the
+        apology). A held turn waits here until it is confirmed: no tool runs for an answer that
+        may be thrown away."""
+        await self._released.wait()
+        results: list[ToolResult] = []
+        for call in calls:
+            result = await self._run_tool(call)
+            results.append(result)
+            if result.status in ("error", "timeout"):
+                break
+        return results
+
+    async def _run_tool(self, call: ToolCall) -> ToolResult:
+        span = self.timeline.tool_started(call.name, self.clock())
+        self.emit(ToolCallStarted(self.number, call.id, call.name, _arguments_for_event(call.arguments)))
+        try:
+            if self.tools is None:
+                result = ToolResult(call, "unknown", f"error: there is no tool named {call.name!r} (no tools are on)")
+            else:
+                result = await self.tools.run(call)
+        except asyncio.CancelledError:  # barge-in or close: the tool was cancelled with the turn
+            span.ended, span.status = self.clock(), "cancelled"
+            self.emit(ToolCallFinished(self.number, call.id, call.name, "cancelled", "cancelled",
+                                       round((span.ended - span.started) * 1000.0, 1)))
+            raise
+        span.ended, span.status = self.clock(), result.status
+        log.info("turn %s: tool %s %s in %.0f ms", self.number, call.name, result.status, result.ms)
+        self.emit(ToolCallFinished(self.number, call.id, call.name, result.status, result.content, result.ms))
+        return result
+
+    async def _apologise(self, say: Callable, kind: str, message: str) -> None:
+        """A tool failed: say so briefly (the model is not asked again) and report the error."""
+        self.timeline.outcome = "error"
+        log.error("turn %s error (%s): %s", self.number, kind, message)
+        self.emit(TurnError(self.number, kind, message))
+        await say(self.config.tools.apology)
 
     async def _speak_phrases(self, phrase_queue: asyncio.Queue[str | None], first_audio: asyncio.Event) -> None:
         upsampler = StreamResampler(PLAYOUT_RATE)
@@ -297,3 +374,21 @@ class AnswerTurn:
                 self.timeline.mark(stage, self.clock())
                 yield piece
 
+
+
+async def _texts(items: AsyncIterator[ReplyItem], calls: list[ToolCall]) -> AsyncIterator[str]:
+    """The text of one round of a reply; its tool calls are collected into `calls`."""
+    async with contextlib.aclosing(items) as stream:
+        async for item in stream:
+            if isinstance(item, ToolCall):
+                calls.append(item)
+            elif item:
+                yield item
+
+
+def _arguments_for_event(raw: str) -> dict | str:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    return value if isinstance(value, dict) else raw

@@ -31,13 +31,15 @@ from signaling import apply_host_addresses, attach_agent, rtc_configuration  # n
 from signaling.playout_track import PlayoutTrack  # noqa: E402
 
 
-async def main(wav: str | None) -> None:
+async def main(wav: str | None, question_text: str = "What is the capital of France?", tools=()) -> list[Event]:
+    """One call; `tools` are your own tools for the agent (see examples/tools_by_voice.py).
+    Returns the agent's events."""
     # Loopback only: host candidates on 127.0.0.1, no STUN/TURN server.
     config = load_config().replace(**{"ice.host_addresses": ["127.0.0.1"], "ice.servers": []})
     apply_host_addresses(config.ice.host_addresses)
     models = load_models(config)
     await models.warm_up()
-    question = read_wav(wav, 48000) if wav else await render(models.voice, "What is the capital of France?", 48000)
+    question = read_wav(wav, 48000) if wav else await render(models.voice, question_text, 48000)
 
     # The caller: a microphone playing the question, and a loudspeaker that records.
     caller = RTCPeerConnection(rtc_configuration(config.ice))
@@ -58,16 +60,18 @@ async def main(wav: str | None) -> None:
     # Your call app: it answers the caller's offer and puts the agent on the call.
     call_app = RTCPeerConnection(rtc_configuration(config.ice))
     turn_done = asyncio.Event()
+    events: list[Event] = []
 
     def on_event(event: Event) -> None:
-        if event.type in ("transcript", "agent_text", "timeline", "error"):
+        events.append(event)
+        if event.type in ("transcript", "agent_text", "tool_call", "tool_result", "timeline", "error"):
             print(to_json(event))
         if isinstance(event, TurnFinished):
             turn_done.set()
 
     await caller.setLocalDescription(await caller.createOffer())
     await call_app.setRemoteDescription(caller.localDescription)
-    agent = await attach_agent(call_app, models, config, on_event=on_event)  # after the offer, before the answer
+    agent = await attach_agent(call_app, models, config, on_event=on_event, tools=tools)  # after the offer, before the answer
     await call_app.setLocalDescription(await call_app.createAnswer())
     await caller.setRemoteDescription(call_app.localDescription)
 
@@ -82,6 +86,7 @@ async def main(wav: str | None) -> None:
     models.close()
     write_wav("answer.wav", np.concatenate(heard) if heard else np.zeros(0, np.int16), 48000)
     print("wrote answer.wav")
+    return events
 
 
 if __name__ == "__main__":

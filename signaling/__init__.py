@@ -2,9 +2,10 @@
 
 The public embedding API (see README, "Embedding the agent"):
 
-- `attach_agent(pc, models, config, on_event=None)`: put the agent on your RTCPeerConnection.
-- `agent_for_track(inbound, models, config, on_event=None)`: an agent listening to a track;
-  send its `.outbound` track.
+- `attach_agent(pc, models, config, on_event=None, tools=())`: put the agent on your
+  RTCPeerConnection; `tools` are your own async functions the model may call (besides config's).
+- `agent_for_track(inbound, models, config, on_event=None, tools=())`: an agent listening to a
+  track; send its `.outbound` track.
 - `AttachedAgent`: what both return (`.session`, `.timelines`, `.outbound`, `close()`).
 - `create_app(config, models)`: the aiohttp app (web client, `/offer`, WHIP, `/metrics`);
   `running_server(config, models)` serves it (see `signaling.server`).

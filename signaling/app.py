@@ -17,6 +17,8 @@ from aiohttp import web
 from agent.config import Config
 from agent.models import AgentModels
 from agent.runtime.model_thread import stuck_models
+from agent.session import check_tools
+from agent.tools.toolbox import toolbox_for
 
 from .guard import Rejected, security_middleware
 from .metrics import AgentMetrics
@@ -115,6 +117,8 @@ async def handle_index(request: web.Request) -> web.FileResponse:
 
 
 def create_app(config: Config, models: AgentModels) -> web.Application:
+    # The configured tools are made (and checked against the brain) now, not at the first call.
+    check_tools(models.brain, toolbox_for(config))
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[security_middleware(config.server)])
     registry = PeerRegistry(config, models)

@@ -16,6 +16,15 @@ to the first data channel labelled "events" that the remote peer opens (later on
 agent's audio goes out on the call's audio transceiver. The agent closes itself when the peer
 connection closes or fails.
 
+Tools: the agent may call the tools config turns on (`[tools]`: the calculator and the clock
+by default) and those given as `tools=[...]` (async functions with a docstring, or
+`agent.tools.tool(...)`), each run with a timeout and reported as `tool_call` / `tool_result`
+events:
+
+    async def lookup_order(order_id: str) -> dict:   # its docstring describes it to the model
+        ...
+    agent = await attach_agent(pc, models, config, on_event=print, tools=[lookup_order])
+
 With no peer connection (the user's audio is a MediaStreamTrack from elsewhere),
 `agent_for_track(inbound, models, config)` gives an agent that listens to that track; send its
 `.outbound` track wherever the answer should be heard.
@@ -30,7 +39,7 @@ import contextlib
 import json
 import logging
 import uuid
-from typing import Callable
+from typing import Callable, Iterable
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
@@ -41,6 +50,7 @@ from agent.events import Event, Hello, StateChanged, to_json
 from agent.models import AgentModels
 from agent.pipeline.timeline import TurnTimeline
 from agent.session import AgentSession
+from agent.tools.toolbox import ToolLike, toolbox_for
 
 from . import aiortc_adjustments
 from .aiortc_adjustments import set_jitter_prefetch
@@ -60,11 +70,12 @@ class AttachedAgent:
     (`outbound`), the track it listens to (`inbound`) and whoever receives its events."""
 
     def __init__(self, models: AgentModels, config: Config, on_event: EventCallback | None = None,
-                 session_id: str | None = None) -> None:
+                 session_id: str | None = None, tools: Iterable[ToolLike] = ()) -> None:
         self.id = session_id or str(uuid.uuid4())
         self.models = models
         self.config = config
-        self.session = AgentSession(config, models.brain, models.voice, end_of_turn=models.end_of_turn)
+        self.session = AgentSession(config, models.brain, models.voice, end_of_turn=models.end_of_turn,
+                                    tools=toolbox_for(config, tools))
         self.session.set_event_sink(self._dispatch)
         # The agent's voice: 20 ms, 48 kHz mono frames from the session's queue, paced in real time.
         self.outbound = PlayoutTrack(self.session.output, config.playout.frame_ms, config.playout.max_lag_ms)
@@ -148,16 +159,18 @@ class AttachedAgent:
 async def attach_agent(pc: RTCPeerConnection, models: AgentModels, config: Config,
                        on_event: EventCallback | None = None, *, session_id: str | None = None,
                        wrap_inbound: InboundWrapper | None = None,
-                       jitter_prefetch: int | None = None) -> AttachedAgent:
+                       jitter_prefetch: int | None = None, tools: Iterable[ToolLike] = ()) -> AttachedAgent:
     """Add the agent to `pc` (see the module docstring for when to call it).
 
-    `on_event` receives every session event. `wrap_inbound` may wrap the inbound audio track
+    `on_event` receives every session event. `tools` are your own tools, besides those config
+    turns on (a function that cannot be described, or a brain that cannot call tools, raises
+    here, before anything is negotiated). `wrap_inbound` may wrap the inbound audio track
     before the agent reads it (the server uses it to notice peers that vanished);
     `jitter_prefetch` overrides `config.ice.jitter_prefetch`. `session_id` names the session in
     the `hello` event (default: a fresh UUID).
     """
     aiortc_adjustments.install()
-    agent = AttachedAgent(models, config, on_event, session_id)
+    agent = AttachedAgent(models, config, on_event, session_id, tools)
     prefetch = config.ice.jitter_prefetch if jitter_prefetch is None else jitter_prefetch
     pc.addTrack(agent.outbound)
 
@@ -191,10 +204,10 @@ async def attach_agent(pc: RTCPeerConnection, models: AgentModels, config: Confi
 
 
 def agent_for_track(inbound: MediaStreamTrack, models: AgentModels, config: Config,
-                    on_event: EventCallback | None = None) -> AttachedAgent:
+                    on_event: EventCallback | None = None, *, tools: Iterable[ToolLike] = ()) -> AttachedAgent:
     """The lower-level form: an agent listening to `inbound` (the user's audio). Send its
     `.outbound` track to the user; `close()` it when the call ends. Needs a running event loop."""
     aiortc_adjustments.install()
-    agent = AttachedAgent(models, config, on_event)
+    agent = AttachedAgent(models, config, on_event, tools=tools)
     agent.listen(inbound)
     return agent

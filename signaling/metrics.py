@@ -19,6 +19,9 @@ lateness. `exposition()` renders the text format served at `GET /metrics`.
 | `voice_agent_end_of_turn_seconds` | histogram | time the end-of-turn model took per verdict |
 | `voice_agent_preemptions_total{result}` | counter | answers started at a pause: `hit` (the turn ended there, it was used), `discarded` (the user went on) |
 | `voice_agent_preemption_wasted_seconds_total` | counter | time discarded preemptive answers had been working |
+| `voice_agent_tool_calls_total{tool}` | counter | tool calls the model made, per tool (`(unknown)` for names no tool has) |
+| `voice_agent_tool_errors_total{tool,status}` | counter | tool calls that failed: `invalid` arguments, `unknown` tool, `error` (raised), `timeout` |
+| `voice_agent_tool_seconds{tool}` | histogram | how long each tool ran (cancelled calls included) |
 | `voice_agent_outbound_frame_lateness_seconds` | histogram | how late each outbound 20 ms frame left |
 | `voice_agent_model_load_seconds{model}` | gauge | time to load each model (and `total`) |
 | `voice_agent_queue_wait_seconds` | histogram | per turn: time its model work waited behind other calls' (CPU or LLM slot) |
@@ -34,14 +37,15 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from agent.events import (OUTCOMES, BargeIn, EndOfTurnVerdict, Event, Interruption, PreemptionDiscarded, TurnError,
-                          TurnFinished)
+from agent.events import (OUTCOMES, BargeIn, EndOfTurnVerdict, Event, Interruption, PreemptionDiscarded,
+                          ToolCallFinished, TurnError, TurnFinished)
 from agent.models import AgentModels
 from agent.runtime.scheduler import shared_scheduler
 
 from .attach import AttachedAgent
 
 STAGE_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+TOOL_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENESS_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
 
@@ -92,6 +96,11 @@ class AgentMetrics:
                                    ["result"], registry=r)
         self.preemption_wasted = Counter("voice_agent_preemption_wasted_seconds",
                                          "Time discarded preemptive answers had been working.", registry=r)
+        self.tool_calls = Counter("voice_agent_tool_calls", "Tool calls the model made, per tool.", ["tool"], registry=r)
+        self.tool_errors = Counter("voice_agent_tool_errors", "Tool calls that failed, per tool and status.",
+                                   ["tool", "status"], registry=r)
+        self.tool_seconds = Histogram("voice_agent_tool_seconds", "How long each tool ran.", ["tool"],
+                                      buckets=TOOL_BUCKETS_S, registry=r)
         self.frame_lateness = Histogram(
             "voice_agent_outbound_frame_lateness_seconds", "How late each outbound audio frame was handed to the sender.",
             buckets=LATENESS_BUCKETS_S, registry=r)
@@ -145,6 +154,13 @@ class AgentMetrics:
             self.barge_ins.inc()
         elif isinstance(event, TurnError):
             self.errors.labels(kind=event.kind).inc()
+        elif isinstance(event, ToolCallFinished):
+            tool = "(unknown)" if event.status == "unknown" else event.name  # model-made names: bounded labels
+            self.tool_calls.labels(tool=tool).inc()
+            if event.status not in ("ok", "cancelled"):
+                self.tool_errors.labels(tool=tool, status=event.status).inc()
+            if event.status not in ("invalid", "unknown"):  # those never ran
+                self.tool_seconds.labels(tool=tool).observe(event.ms / 1000.0)
 
     # -- reading ---------------------------------------------------------------------------
     def exposition(self) -> tuple[bytes, str]:

@@ -325,3 +325,20 @@ async def test_a_second_signal_exits_at_once(tmp_path):
             server.kill()
             server.wait()
         log_file.close()
+
+
+async def test_a_model_stream_that_fails_to_start_raises_in_the_consumer_instead_of_hanging():
+    from agent.runtime.model_thread import ModelThread
+
+    thread = ModelThread("test")
+
+    def cannot_start(stop):
+        raise TypeError("bad arguments for the model")
+
+    try:
+        with pytest.raises(TypeError, match="bad arguments"):
+            async with asyncio.timeout(5):
+                async for _ in thread.stream(cannot_start):
+                    pass
+    finally:
+        thread.shutdown()

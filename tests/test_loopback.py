@@ -131,12 +131,12 @@ async def test_a_model_error_mid_turn_is_an_event_and_the_session_goes_on(config
     calls = []
 
     def failing_once(original):
-        def tokens(messages, stop, max_tokens=None):
+        def tokens(messages, stop, max_tokens=None, **kwargs):
             calls.append(1)
             if len(calls) == 1:
                 yield "Let me"
                 raise RuntimeError("simulated model failure")
-            yield from original(messages, stop, max_tokens)
+            yield from original(messages, stop, max_tokens, **kwargs)
         return tokens
 
     for chat in models.brain.slots.chats:  # whichever LLM slot the call gets

@@ -22,7 +22,7 @@ def tiny_voxtral_dir(tmp_path_factory):
 def voxtral_config(tiny_voxtral_dir):
     return load_config(environ={}, overrides={
         "brain.kind": "voxtral", "voxtral.model": str(tiny_voxtral_dir), "voxtral.max_new_tokens": "24",
-        "voxtral.temperature": "0", "voxtral.transcribe": "true",
+        "voxtral.temperature": "0", "voxtral.transcribe": "true", "tools.builtin": "[]",  # Voxtral calls no tools
     })
 
 
@@ -153,6 +153,17 @@ def test_auto_picks_cascade_without_cuda(tiny_voxtral_dir, voxtral_config):
     kind, reason = choose_brain(auto)
     assert kind == "cascade" and "GPU" in reason
     assert choose_brain(auto.replace(**{"brain.kind": "voxtral"}))[0] == "voxtral"
+
+
+def test_tools_are_refused_at_start_up_and_auto_passes_voxtral_over(tiny_voxtral_dir, voxtral_config):
+    from agent.brains import brain_kind, choose_brain
+    from agent.brains.voxtral import VoxtralUnavailable
+
+    with_tools = voxtral_config.replace(**{"tools.builtin": ["calculator"]})
+    with pytest.raises(VoxtralUnavailable, match=r"cannot call tools.*tools.builtin = \[\]"):
+        brain_kind("voxtral").load(with_tools, {})  # before any weights load
+    kind, reason = choose_brain(with_tools.replace(**{"brain.kind": "auto"}))
+    assert kind == "cascade" and "Voxtral cannot call them" in reason
 
 
 def test_missing_weights_give_a_message_that_says_how_to_fix_it(voxtral_config):

@@ -77,6 +77,14 @@ function onEvent(event) {
       if (!agentLine) agentLine = addLine("agent", event.text);
       else agentLine.textContent += " " + event.text;
       break;
+    case "tool_call":  // the model called a tool; what it said before is being spoken
+      addLine("tool", `${event.name}(${typeof event.arguments === "string" ? event.arguments : JSON.stringify(event.arguments)})`);
+      agentLine = null;
+      break;
+    case "tool_result":
+      addLine(event.status === "ok" ? "tool" : "tool error", `${event.name} ${event.status === "ok" ? "→" : event.status + ":"} ${event.result} (${Math.round(event.ms)} ms)`);
+      agentLine = null;
+      break;
     case "interruption":  // you spoke over the agent: it paused, then stopped or went on
       ui.hearing.textContent = event.outcome === "confirmed" ? "interrupting" : `ignored (${event.reason})`;
       break;

@@ -3,6 +3,15 @@
 Both models are loaded once and shared by every session; each runs in its own model thread.
 llama-cpp-python reuses the KV cache for the longest prompt prefix it has already evaluated,
 so the system prompt (warmed at load) and a session's earlier turns are not evaluated again.
+
+Tools: the prompt is the GGUF's own chat template (Qwen2.5's, through llama-cpp-python's
+Jinja2 formatter) given the tools, which lists them in the system turn; the tool box's
+instructions (e.g. "call the calculator for any calculation") follow the persona. The model's
+text streams through a `ToolMarkupScanner`, so what it says before a call is spoken at once and
+the call's markup never is. When the user's words require a tool (`ToolPrompt.required_tool`,
+e.g. a calculation), a llama.cpp grammar holds the first round to a JSON call of that tool; the
+model still writes its arguments. A conversation with tools warms its own prompt prefix (system turn
+with the tools) when it opens, so the tools cost no prompt time on the first turn.
 """
 
 from __future__ import annotations
@@ -10,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, Sequence
 
 import numpy as np
 
@@ -23,8 +33,8 @@ from agent.runtime.model_files import ModelFile, Part
 from agent.runtime.model_thread import ModelThread
 from agent.runtime.scheduler import current_urgency, when_idle
 
-from .base import Brain, BrainKind, Conversation, TranscriptCallback
-from .chat_history import ChatHistory
+from .base import Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, TranscriptCallback
+from .tool_markup import ToolMarkupScanner
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +169,16 @@ class LlamaChat:
         self.max_ahead = 1
         self.load_s = time.perf_counter() - started
 
-    def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None) -> Iterator[str]:
+    def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None,
+                        tools: Sequence[dict] | None = None, shape: dict | None = None) -> Iterator[str]:
+        """The answer's text pieces; with `shape` (a JSON Schema) the text is held to it by a grammar."""
+        from llama_cpp import LlamaGrammar
+
+        grammar = LlamaGrammar.from_json_schema(json.dumps(shape), verbose=False) if shape is not None else None
         stream = self._llm.create_chat_completion(
             messages=messages,
+            tools=list(tools) if tools else None,
+            grammar=grammar,
             stream=True,
             max_tokens=max_tokens or self.config.max_tokens,
             temperature=self.config.temperature,
@@ -176,16 +193,19 @@ class LlamaChat:
         finally:
             stream.close()
 
-    def warm_blocking(self, messages: list[dict]) -> None:
+    def warm_blocking(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
         """Evaluate a prompt (one token of output) so its prefix sits in the KV cache."""
-        self._llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
+        self._llm.create_chat_completion(messages=messages, tools=list(tools) if tools else None, max_tokens=1,
+                                         temperature=0.0)
 
-    async def warm(self, messages: list[dict]) -> None:
-        await self.thread.run(self.warm_blocking, messages)
+    async def warm(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
+        await self.thread.run(self.warm_blocking, messages, tools)
 
-    def stream(self, messages: list[dict]) -> AsyncIterator[str]:
+    def stream(self, messages: list[dict], tools: Sequence[dict] | None = None,
+               shape: dict | None = None) -> AsyncIterator[str]:
         """Stream the answer; generation pauses when `max_ahead` pieces wait unread (backpressure)."""
-        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop), max_ahead=self.max_ahead)
+        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop, tools=tools, shape=shape),
+                                  max_ahead=self.max_ahead)
 
 
 class ChatSlots:
@@ -252,6 +272,7 @@ class ChatSlots:
 
 class CascadeBrain(Brain):
     name = "cascade"
+    supports_tools = True
 
     def __init__(self, transcriber: WhisperTranscriber, chats: list[LlamaChat], config: BrainConfig) -> None:
         self.transcriber = transcriber
@@ -271,17 +292,25 @@ class CascadeBrain(Brain):
                  sum(c.load_s for c in chats), llm.slots, "" if llm.slots == 1 else "s")
         return cls(transcriber, chats, brain)
 
-    def new_history(self) -> ChatHistory:
-        return ChatHistory(self.config.system_prompt, self.config.history_turns)
+    def system_message(self, tools: ToolPrompt | None = None) -> dict:
+        content = self.config.system_prompt
+        if tools is not None and tools.instructions:
+            content = f"{content} {tools.instructions}"
+        return {"role": "system", "content": content}
 
-    def new_conversation(self) -> "CascadeConversation":
-        return CascadeConversation(self)
+    def next_prompt_prefix(self, history: list[dict], tools: ToolPrompt | None = None) -> list[dict]:
+        """Messages whose formatted prompt is a prefix of the next turn's prompt: an empty user
+        turn renders the same role header the real one will have."""
+        return [self.system_message(tools), *history, {"role": "user", "content": ""}]
+
+    def new_conversation(self, tools: ToolPrompt | None = None) -> "CascadeConversation":
+        return CascadeConversation(self, tools if tools is not None and tools.specs else None)
 
     async def warm_up(self) -> None:
         started = time.perf_counter()
         await self.transcriber.transcribe(np.zeros(16000, dtype=np.int16))
         for chat in self.slots.chats:
-            await chat.warm(self.new_history().next_prompt_prefix())  # caches the system prompt
+            await chat.warm(self.next_prompt_prefix([]))  # caches the system prompt
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
     def capacity(self) -> int:
@@ -303,24 +332,62 @@ def _log_warm_failure(future: asyncio.Future) -> None:
 
 
 class CascadeConversation(Conversation):
-    def __init__(self, brain: CascadeBrain) -> None:
+    def __init__(self, brain: CascadeBrain, tools: ToolPrompt | None = None) -> None:
         self.brain = brain
-        self.chat_history = brain.new_history()
+        self.tools = tools
+        self.history: list[dict] = []
+        self._reply_start: int | None = None  # history length before the reply in progress
         self._warming: asyncio.Future | None = None
         self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
+        self._round: tuple[str, list[ToolCall]] | None = None  # the last round's text and calls
         self._slot: int | None = None  # the LLM slot this conversation used last (its prompt is cached there)
+        self._call_ids = 0
+        if tools is not None:
+            self._warm_next_prompt()  # the system turn with the tools, before the first question
 
     @property
-    def history(self) -> list[dict]:
-        return self.chat_history.messages
+    def _specs(self) -> tuple[dict, ...] | None:
+        return self.tools.specs if self.tools is not None else None
+
+    def _trim(self, exchanges: int) -> None:
+        """Keep the last `exchanges` user turns and what followed each (answers, tool rounds)."""
+        users = [i for i, message in enumerate(self.history) if message["role"] == "user"]
+        if exchanges <= 0:
+            self.history.clear()
+        elif len(users) > exchanges:
+            del self.history[: users[-exchanges]]
+        while self.history and self.history[0]["role"] != "user":
+            self.history.pop(0)
+
+    def _warm_next_prompt(self) -> None:
+        """Evaluate the next turn's prompt prefix in the background (off the critical path)."""
+        try:
+            self._warming = asyncio.ensure_future(self._warm(self.brain.next_prompt_prefix(list(self.history), self.tools)))
+        except RuntimeError:  # no event loop (a conversation made outside one): the first turn pays
+            return
+        self._warming.add_done_callback(_log_warm_failure)
+
+    async def _warm(self, prefix: list[dict]) -> None:
+        """Evaluate `prefix` in this conversation's slot if one is free (an idle moment's work: it
+        never waits for a slot, and it yields the CPU to any call with audio due)."""
+        async with self.brain.slots.lease(self._slot, wait=False) as slot:
+            if slot is None:
+                return
+            self._slot = slot
+            token = current_urgency.set(when_idle("prompt warm-up"))
+            try:
+                await self.brain.slots.chats[slot].warm(prefix, self._specs)
+            finally:
+                current_urgency.reset(token)
 
     async def transcribe(self, audio: np.ndarray) -> str:
         text = await self.brain.transcriber.transcribe(audio)
         self._heard = (audio, text)
         return text
 
-    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
-        self.chat_history.begin_reply()
+    async def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[ReplyItem]:
+        self._reply_start = len(self.history)
+        self._round = None
         heard, self._heard = self._heard, None
         if heard is not None and np.array_equal(heard[0], audio):
             text = heard[1]
@@ -328,38 +395,105 @@ class CascadeConversation(Conversation):
             text = await self.brain.transcriber.transcribe(audio)
         if on_transcript(text) is False or not text:
             return
-        self.chat_history.add_user(text)
+        self.history.append({"role": "user", "content": text})
+        self._trim(max(1, self.brain.config.history_turns))
+        self._reply_start = min(self._reply_start, len(self.history) - 1)
+        required = self.tools.required_tool(text) if self.tools is not None else None
+        async with contextlib.aclosing(self._generate(required)) as items:
+            async for item in items:
+                yield item
+
+    async def continue_reply(self, results: Sequence[ToolResult]) -> AsyncIterator[ReplyItem]:
+        if self._round is None or not self._round[1]:
+            raise RuntimeError("continue_reply() without a round that asked for tools")
+        said, calls = self._round
+        self._round = None
+        self.history.append({"role": "assistant", "content": said.strip(), "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": _json_object(call.arguments)}}
+            for call in calls]})
+        for result in results:
+            self.history.append({"role": "tool", "tool_call_id": result.call.id, "content": result.content})
+        async with contextlib.aclosing(self._generate()) as items:
+            async for item in items:
+                yield item
+
+    async def _generate(self, required: str | None = None) -> AsyncIterator[ReplyItem]:
+        """One round: the model's answer to the history so far (a call to tool `required`, if
+        given: a grammar holds its text to that call's JSON)."""
+        messages = [self.brain.system_message(self.tools), *self.history]
         async with self.brain.slots.lease(self._slot) as slot:
             self._slot = slot
-            async with contextlib.aclosing(self.brain.slots.chats[slot].stream(self.chat_history.prompt())) as pieces:
+            chat = self.brain.slots.chats[slot]
+            async with contextlib.aclosing(self._round_items(chat, messages, required)) as items:
+                async for item in items:
+                    yield item
+
+    async def _round_items(self, chat: LlamaChat, messages: list[dict], required: str | None) -> AsyncIterator[ReplyItem]:
+        if self.tools is None:
+            async with contextlib.aclosing(chat.stream(messages)) as pieces:
                 async for piece in pieces:
                     yield piece
+            return
+        scanner = ToolMarkupScanner(self._new_call_id)
+        shape = None
+        if required is not None:
+            log.debug("the user's words call for %s: the model must call it", required)
+            shape = {"type": "object", "required": ["name", "arguments"], "additionalProperties": False,
+                     "properties": {"name": {"const": required},
+                                    "arguments": self.tools.spec(required)["function"]["parameters"]}}
+        async with contextlib.aclosing(chat.stream(messages, self._specs, shape)) as pieces:
+            async for piece in pieces:
+                # An empty piece while a call is being written: the model is working (stall guard).
+                yield scanner.feed(piece)
+        rest, calls = scanner.finish()
+        if calls:
+            log.debug("the model asks for %s", ", ".join(f"{c.name}({c.arguments})" for c in calls))
+            self._round = (scanner.spoken_before_markup, calls)
+            for call in calls:
+                yield call
+        elif rest:
+            yield rest
+
+    def _new_call_id(self) -> str:
+        self._call_ids += 1
+        return f"call_{self._call_ids}"
 
     def rollback(self) -> None:
-        self.chat_history.rollback()
+        if self._reply_start is not None:
+            del self.history[self._reply_start:]
+            self._reply_start = None
+        self._round = None
 
     def record_agent_reply(self, spoken_text: str) -> None:
-        if not self.chat_history.record_agent_reply(spoken_text):
-            return
-        # The history is trimmed now, leaving room for the next user message: evaluate the
-        # resulting prompt prefix in the background. When trimming drops the oldest exchange the
-        # cached prefix no longer matches, and re-evaluating the whole history would otherwise
-        # land on the next turn's critical path (~1 s here).
-        self._warming = asyncio.ensure_future(self._warm(self.chat_history.next_prompt_prefix()))
-        self._warming.add_done_callback(_log_warm_failure)
+        start, self._reply_start = self._reply_start, None
+        self._round = None
+        if start is None or start >= len(self.history) or self.history[start]["role"] != "user":
+            return  # nothing was asked (only fillers or noise, or the turn never began)
+        spoken = spoken_text.strip()
+        if spoken:
+            # The tool rounds stay (the model sees how it got its answer); what was said goes in
+            # the final answer, which holds every spoken word once.
+            for message in self.history[start + 1:]:
+                if message.get("tool_calls"):
+                    message["content"] = ""
+            self.history.append({"role": "assistant", "content": spoken})
+        else:
+            del self.history[start + 1:]  # nothing was heard: the question alone stays
+        # Trim now, leaving room for the next user message, and evaluate the resulting prompt
+        # prefix in the background: when trimming drops the oldest exchange the cached prefix
+        # no longer matches, and re-evaluating the whole history would otherwise land on the
+        # next turn's critical path (~1 s here).
+        self._trim(self.brain.config.history_turns - 1)
+        self._warm_next_prompt()
 
-    async def _warm(self, prefix: list[dict]) -> None:
-        """Evaluate the next prompt's prefix in this conversation's slot if it is free (an idle
-        moment's work: it never waits for a slot, and it yields the CPU to any call with audio due)."""
-        async with self.brain.slots.lease(self._slot, wait=False) as slot:
-            if slot is None:
-                return
-            self._slot = slot
-            token = current_urgency.set(when_idle("prompt warm-up"))
-            try:
-                await self.brain.slots.chats[slot].warm(prefix)
-            finally:
-                current_urgency.reset(token)
+
+def _json_object(arguments: str) -> dict:
+    """The call's arguments as an object for the chat template (which writes them as JSON)."""
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load(config: Config, paths) -> CascadeBrain:

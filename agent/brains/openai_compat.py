@@ -76,7 +76,7 @@ class OpenAICompatibleBrain(Brain):
     def new_history(self) -> ChatHistory:
         return ChatHistory(self.config.system_prompt, self.config.history_turns)
 
-    def new_conversation(self) -> "OpenAICompatibleConversation":
+    def new_conversation(self, tools=None) -> "OpenAICompatibleConversation":
         return OpenAICompatibleConversation(self)
 
     def request(self, messages: list[dict], max_tokens: int | None = None) -> dict:

@@ -11,6 +11,10 @@ Between turns, each user turn's audio embeddings (encoder + projector output) ar
 the newest utterance is encoded; the conversation is bounded by turns and by tokens.
 The user's transcript for the events channel comes from Voxtral's transcription mode after the
 answer has finished (off the critical path), or not at all (config).
+
+Tools: not supported yet (`supports_tools = False`). With tools configured, `brain.kind =
+voxtral` is refused at start-up, before any weights load, with a message saying how to turn
+them off, and `brain.kind = auto` passes Voxtral over for the cascade (the log says why).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from agent.config import BrainConfig, Config, VoxtralConfig as VoxtralSettings
 from agent.runtime.choice import cuda_available
 from agent.runtime.model_thread import ModelThread
 
-from .base import Brain, BrainKind, Conversation, TranscriptCallback
+from .base import Brain, BrainKind, Conversation, ToolPrompt, ToolsUnsupported, TranscriptCallback
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +61,24 @@ def weights_reachable(model: str) -> bool:
     return isinstance(found, str)
 
 
+def tools_configured(config: Config) -> list[str]:
+    return [*config.tools.builtin, *config.tools.custom]
+
+
+def refuse_tools(config: Config) -> None:
+    """Voxtral cannot call tools yet: say so at start-up (before the weights load) when tools are on."""
+    tools = tools_configured(config)
+    if tools:
+        raise VoxtralUnavailable(
+            f"the Voxtral brain cannot call tools yet, but tools are on ({', '.join(tools)}): set tools.builtin = [] "
+            "and tools.custom = [] (e.g. --set tools.builtin=[] or VOICE_AGENT_TOOLS_BUILTIN=[]) to use Voxtral "
+            "without tools, or use brain.kind = cascade")
+
+
 def unavailable(config: Config) -> str | None:
     """For brain.kind = auto: why Voxtral cannot run here (None when it can)."""
+    if tools_configured(config):
+        return f"tools are on ({', '.join(tools_configured(config))}) and Voxtral cannot call them yet"
     if not cuda_available():
         return "no CUDA GPU: Voxtral needs one"
     if not weights_reachable(config.voxtral.model):
@@ -107,6 +127,7 @@ class Exchange:
 
 class VoxtralBrain(Brain):
     name = "voxtral"
+    supports_tools = False
 
     def __init__(self, model, processor, settings: VoxtralSettings, brain: BrainConfig, device: str, dtype) -> None:
         self.model = model
@@ -147,7 +168,9 @@ class VoxtralBrain(Brain):
         log.info("Voxtral %s loaded on %s (%s) in %.1fs", settings.model, device, dtype, time.perf_counter() - started)
         return brain_obj
 
-    def new_conversation(self) -> "VoxtralConversation":
+    def new_conversation(self, tools: ToolPrompt | None = None) -> "VoxtralConversation":
+        if tools is not None and tools.specs:
+            raise ToolsUnsupported("the Voxtral brain cannot call tools yet (set tools.builtin = [] and tools.custom = [])")
         return VoxtralConversation(self)
 
     async def warm_up(self) -> None:
@@ -331,10 +354,15 @@ class VoxtralConversation(Conversation):
             self.exchanges.pop()
 
 
+def load(config: Config, _paths) -> VoxtralBrain:
+    refuse_tools(config)
+    return VoxtralBrain.load(config.voxtral, config.brain)
+
+
 KIND = BrainKind(
     name="voxtral",
     model_files=lambda _config: (),  # from_pretrained: a local directory or the Hugging Face cache
-    load=lambda config, _paths: VoxtralBrain.load(config.voxtral, config.brain),
+    load=load,
     unavailable=unavailable,
     why="CUDA and the Voxtral weights are available",
 )

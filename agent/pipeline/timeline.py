@@ -24,6 +24,16 @@ STAGES = (
 )
 
 
+@dataclass
+class ToolSpan:
+    """One tool call of the turn: when it started and ended (clock times) and how it went."""
+
+    name: str
+    started: float
+    ended: float | None = None
+    status: str = "running"  # a ToolStatus once it ended; a span still running when the turn ends was cancelled
+
+
 GAP_MS = 40  # silence longer than this inside an answer (audio not ready in time) is a gap
 
 
@@ -70,6 +80,23 @@ class TurnTimeline:
     end_of_turn: dict = field(default_factory=dict)  # the end-of-turn model's verdict that ended the turn
     playout: PlayoutMeter = field(default_factory=PlayoutMeter)
     queue_wait_s: float = 0.0  # time its model steps waited for the CPU or an LLM slot (other calls' work)
+    tools: list[ToolSpan] = field(default_factory=list)
+
+    def tool_started(self, name: str, at: float) -> ToolSpan:
+        span = ToolSpan(name, at)
+        self.tools.append(span)
+        return span
+
+    def tool_summary(self) -> list[dict]:
+        """Each tool call: name, status, start_ms (after speech_end) and ms (how long it ran)."""
+        origin = self.marks.get("speech_end", 0.0)
+        rows = []
+        for span in self.tools:
+            ended = span.ended if span.ended is not None else span.started
+            rows.append({"name": span.name, "status": span.status if span.ended is not None else "cancelled",
+                         "start_ms": round((span.started - origin) * 1000.0, 1),
+                         "ms": round((ended - span.started) * 1000.0, 1)})
+        return rows
 
     def mark(self, stage: str, at: float) -> bool:
         """Record the first time a stage happened; later calls are ignored. True if recorded."""
@@ -91,10 +118,12 @@ class TurnTimeline:
         """The turn's figures for the events channel. `clock` holds the raw marks (monotonic
         seconds, comparable between processes on one machine) for transport measurements."""
         return TurnFinished(self.turn, self.outcome, self.relative_ms(), dict(self.marks), self.playout.summary(),
-                            self.preemptive, dict(self.end_of_turn), round(self.queue_wait_s * 1000.0, 1))
+                            self.preemptive, dict(self.end_of_turn), round(self.queue_wait_s * 1000.0, 1),
+                            self.tool_summary())
 
     def log_line(self) -> str:
         figures = " ".join(f"{stage}=+{ms:.0f}ms" for stage, ms in self.relative_ms().items() if stage != "speech_end")
         playout = self.playout.summary()
+        tools = "".join(f" tool={t['name']}:{t['status']}:{t['ms']:.0f}ms" for t in self.tool_summary())
         return (f"turn {self.turn} {self.outcome}: {figures} queue_wait={self.queue_wait_s * 1000:.0f}ms "
-                f"lateness_p99={playout['lateness_p99_ms']:.1f}ms gaps={playout['gaps']}")
+                f"lateness_p99={playout['lateness_p99_ms']:.1f}ms gaps={playout['gaps']}{tools}")
