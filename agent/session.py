@@ -63,8 +63,7 @@ def check_tools(brain: Brain, tools: ToolBox | None) -> None:
     if tools and not brain.supports_tools:
         raise ToolsUnsupported(
             f"the {brain.name} brain cannot call tools, but tools are on ({', '.join(tools.names)}): "
-            "set tools.builtin = [] and tools.custom = [] (and pass no tools to attach_agent), "
-            "or use brain.kind = cascade")
+            f"set tools.builtin = [] and tools.custom = [] (and pass no tools to attach_agent), {brain.tools_hint}")
 
 
 class AgentSession:

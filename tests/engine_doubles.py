@@ -6,6 +6,10 @@ tests run (llama-cpp-python's server, tests/llama_server.py) cannot show here:
 - `SpeechLLMRequestChecker`: vLLM serving Voxtral (a GPU engine that cannot run here) receives
   speech-LLM requests (`input_audio`) and transcription requests; this double checks their shape
   and records them, and answers with a fixed text that says it is the double.
+- `ToolCallingEngineDouble`: a scripted model that asks for the calculator in OpenAI's streamed
+  `tool_calls` format (the call's arguments split over several chunks), checks that the next
+  request carries the assistant `tool_calls` message and the `tool` result, and answers with the
+  product it reads in that result (the real llama.cpp server cannot: see the README's tools section).
 - `HibariSpeechServer`: `/v1/audio/speech` synthesised by the project's real hibari voice and
   streamed as raw 24 kHz PCM in small chunks (no public engine serves speech on a CPU here).
 """
@@ -166,6 +170,84 @@ class SpeechLLMRequestChecker(LocalServer):
         audio, rate = decode_wav(upload.file.read())
         self.checked.append(CheckedRequest(request.path, fields, audio, rate))
         return web.json_response({"text": self.transcript})
+
+
+class ToolCallingEngineDouble(LocalServer):
+    """A scripted model for the openai brain's tool rounds (`/v1/chat/completions`, streamed).
+
+    Round 1 (no `tool` message yet): checks the request carries the calculator's spec, records its
+    `tool_choice`, and streams "Let me work that out." then a calculator call with `EXPRESSION`,
+    its id and name in the first `tool_calls` fragment and the arguments split over
+    `ARGUMENT_FRAGMENTS`, ending with finish_reason "tool_calls". Round 2: checks the assistant
+    message echoes that call (id, name, the joined arguments) and is followed by a `tool` message
+    for its id, then streams an answer built from that message's result. A failed check answers
+    400 with the reason (the client's error says it). With `malformed`, round 1's call carries
+    its arguments as a JSON object instead of a string (not what the API defines).
+    `/v1/audio/transcriptions` hears every utterance as `transcript`."""
+
+    CALL_ID = "call_double_1"
+    EXPRESSION = "47 * 38"
+    ARGUMENT_FRAGMENTS = ('{"expre', 'ssion": "4', '7 * 3', '8"}')
+
+    def __init__(self, transcript: str = "What is 47 times 38?", malformed: bool = False) -> None:
+        super().__init__()
+        assert "".join(self.ARGUMENT_FRAGMENTS) == json.dumps({"expression": self.EXPRESSION})
+        self.transcript = transcript
+        self.malformed = malformed
+        self.chats: list[dict] = []  # each chat request's body
+        self.app.router.add_post("/v1/chat/completions", self.chat)
+        self.app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
+
+    async def transcriptions(self, request: web.Request) -> web.Response:
+        await request.post()
+        return web.json_response({"text": self.transcript})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.record(request, body)
+        self.chats.append(body)
+        messages = body["messages"]
+        try:
+            assert body["stream"] is True
+            assert "calculator" in [t["function"]["name"] for t in body.get("tools", [])], "no calculator in tools"
+            tool_messages = [m for m in messages if m["role"] == "tool"]
+            answer = self._check_round_two(messages) if tool_messages else None
+        except (AssertionError, KeyError, TypeError, IndexError) as exc:
+            return web.json_response({"error": {"message": f"tool-calling double: {exc!r}"}}, status=400)
+        response = await event_stream(request)
+        if answer is not None:
+            for i, word in enumerate(answer.split()):
+                await response.write(sse(delta(word if i == 0 else " " + word)))
+            await response.write(sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        else:
+            await response.write(sse(delta("Let me work that out.")))
+            if self.malformed:
+                await response.write(sse(self._call_chunk({"index": 0, "id": self.CALL_ID, "type": "function",
+                                                           "function": {"name": "calculator",
+                                                                        "arguments": {"expression": self.EXPRESSION}}})))
+            else:
+                await response.write(sse(self._call_chunk({"index": 0, "id": self.CALL_ID, "type": "function",
+                                                           "function": {"name": "calculator", "arguments": ""}})))
+                for fragment in self.ARGUMENT_FRAGMENTS:
+                    await response.write(sse(self._call_chunk({"index": 0, "function": {"arguments": fragment}})))
+            await response.write(sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}))
+        await response.write(sse("[DONE]"))
+        return response
+
+    @staticmethod
+    def _call_chunk(fragment: dict) -> dict:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]}
+
+    def _check_round_two(self, messages: list[dict]) -> str:
+        assistant, tool = messages[-2], messages[-1]
+        assert assistant["role"] == "assistant", f"expected the assistant's call before the result: {assistant}"
+        assert assistant["tool_calls"] == [{"id": self.CALL_ID, "type": "function", "function": {
+            "name": "calculator", "arguments": "".join(self.ARGUMENT_FRAGMENTS)}}], assistant["tool_calls"]
+        assert isinstance(assistant["content"], str), "content: the round's text"
+        assert tool["role"] == "tool" and tool["tool_call_id"] == self.CALL_ID, tool
+        result = tool["content"]
+        assert isinstance(result, str) and "=" in result, f"not a calculator result: {result!r}"
+        return f"{self.EXPRESSION.replace('*', 'times')} is {result.rpartition('=')[2].strip()}."
 
 
 class HibariSpeechServer(LocalServer):

@@ -104,6 +104,7 @@ class Conversation(ABC):
 class Brain(ABC):
     name: str
     supports_tools: bool = False  # new_conversation(tools) works, and its replies may ask for them
+    tools_hint: str = "or use brain.kind = cascade"  # the other way out when tools are refused
 
     @abstractmethod
     def new_conversation(self, tools: ToolPrompt | None = None) -> Conversation:

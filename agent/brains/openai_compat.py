@@ -12,6 +12,15 @@ server, Ollama) answers through streamed chat completions (`POST /v1/chat/comple
   transcript (for the page and the history) is made alongside the answer, local or remote, and
   is known before the first piece is passed on, so fillers and noise still get no answer.
 
+Tools (text mode; see `agent.brains.base`): each request carries the tool box's specs as `tools`
+and its instructions after the persona in the system message; the first round of an answer to
+words that require a tool (`ToolPrompt.required_tool`, e.g. a calculation) sends `tool_choice`
+naming it, every other round "auto". `delta.content` is spoken as it comes; `delta.tool_calls`
+are gathered by the client and come after the round's text as `ToolCall`s; `continue_reply`
+adds the round (assistant `tool_calls` message, one `tool` message per result) to the
+`ChatHistory` and streams the next round. Audio mode refuses tools at start-up: the next round
+would have to send the utterance's audio again, and a speech-LLM's tool calling is untested here.
+
 Closing the reply (barge-in, a discarded preemptive answer) closes the HTTP connection, so the
 engine stops generating. Failures are `EngineError`s with a clear message (never the API key),
 which the session turns into an `error` event; the next turn tries again.
@@ -24,7 +33,7 @@ import base64
 import contextlib
 import logging
 import time
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Protocol, Sequence
 
 import numpy as np
 
@@ -32,7 +41,8 @@ from agent.config import BrainConfig, Config, OpenAIConfig
 from agent.pipeline.audio import wav_bytes
 from agent.runtime.openai_api import OpenAIClient, api_key_from_env
 
-from .base import Brain, BrainKind, Conversation, TranscriptCallback
+from .base import (Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, ToolsUnsupported,
+                   TranscriptCallback)
 from .cascade import WHISPER_FILES, WhisperTranscriber
 from .chat_history import ChatHistory
 
@@ -73,22 +83,42 @@ class OpenAICompatibleBrain(Brain):
         self.settings = settings
         self.config = brain
 
-    def new_history(self) -> ChatHistory:
-        return ChatHistory(self.config.system_prompt, self.config.history_turns)
+    @property
+    def supports_tools(self) -> bool:  # type: ignore[override]
+        return self.settings.mode == "text"
 
-    def new_conversation(self, tools=None) -> "OpenAICompatibleConversation":
-        return OpenAICompatibleConversation(self)
+    tools_hint = "or use openai.mode = text"  # what check_tools suggests when tools are refused (audio mode)
 
-    def request(self, messages: list[dict], max_tokens: int | None = None) -> dict:
-        """The body of a chat completion request for `messages`."""
+    def new_history(self, tools: ToolPrompt | None = None) -> ChatHistory:
+        prompt = self.config.system_prompt
+        if tools is not None and tools.instructions:
+            prompt = f"{prompt} {tools.instructions}"
+        return ChatHistory(prompt, self.config.history_turns)
+
+    def new_conversation(self, tools: ToolPrompt | None = None) -> "OpenAICompatibleConversation":
+        tools = tools if tools is not None and tools.specs else None
+        if tools is not None and not self.supports_tools:
+            raise ToolsUnsupported("the openai brain calls tools only in openai.mode = text (set tools.builtin = [] "
+                                   "and tools.custom = [], or openai.mode = text)")
+        return OpenAICompatibleConversation(self, tools)
+
+    def request(self, messages: list[dict], max_tokens: int | None = None, tools: ToolPrompt | None = None,
+                required_tool: str | None = None) -> dict:
+        """The body of a chat completion request for `messages` (with the `tools`, and
+        `tool_choice` forcing `required_tool` when one is named)."""
         body: dict = {"messages": messages, "max_tokens": max_tokens or self.settings.max_tokens,
                       "temperature": self.settings.temperature}
         if self.settings.model:
             body["model"] = self.settings.model
+        if tools is not None:
+            body["tools"] = list(tools.specs)
+            body["tool_choice"] = ({"type": "function", "function": {"name": required_tool}}
+                                   if required_tool else "auto")
         return body
 
-    def stream(self, messages: list[dict]) -> AsyncIterator[str]:
-        return self.client.chat_stream(self.request(messages))
+    def stream(self, messages: list[dict], tools: ToolPrompt | None = None,
+               required_tool: str | None = None) -> AsyncIterator[str | ToolCall]:
+        return self.client.chat_stream(self.request(messages, tools=tools, required_tool=required_tool))
 
     def audio_prompt(self, history: ChatHistory, audio: np.ndarray) -> list[dict]:
         """Speech-LLM mode: the earlier turns as text, then the utterance with the persona."""
@@ -128,9 +158,12 @@ class OpenAICompatibleBrain(Brain):
 
 
 class OpenAICompatibleConversation(Conversation):
-    def __init__(self, brain: OpenAICompatibleBrain) -> None:
+    def __init__(self, brain: OpenAICompatibleBrain, tools: ToolPrompt | None = None) -> None:
         self.brain = brain
-        self.chat_history = brain.new_history()
+        self.tools = tools
+        self.chat_history = brain.new_history(tools)
+        self._round: tuple[str, list[ToolCall]] | None = None  # the last round's text and calls
+        self._call_ids: set[str] = set()  # ids given to calls so far (each unique in the conversation)
         self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
 
     @property
@@ -148,20 +181,61 @@ class OpenAICompatibleConversation(Conversation):
             return heard[1]
         return await self.brain.transcriber.transcribe(audio)
 
-    def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+    def reply(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[ReplyItem]:
+        self._round = None
         if self.brain.settings.mode == "audio":
             return self._reply_to_speech(audio, on_transcript)
         return self._reply_to_text(audio, on_transcript)
 
-    async def _reply_to_text(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
+    async def _reply_to_text(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[ReplyItem]:
         self.chat_history.begin_reply()
         text = await self._transcript(audio)
         if on_transcript(text) is False or not text:
             return
         self.chat_history.add_user(text)
-        async with contextlib.aclosing(self.brain.stream(self.chat_history.prompt())) as pieces:
-            async for piece in pieces:
-                yield piece
+        required = self.tools.required_tool(text) if self.tools is not None else None
+        if required is not None:
+            log.debug("the user's words call for %s: tool_choice names it", required)
+        async with contextlib.aclosing(self._round_items(required)) as items:
+            async for item in items:
+                yield item
+
+    async def continue_reply(self, results: Sequence[ToolResult]) -> AsyncIterator[ReplyItem]:
+        if self._round is None or not self._round[1]:
+            raise RuntimeError("continue_reply() without a round that asked for tools")
+        said, calls = self._round
+        self._round = None
+        self.chat_history.add_tool_round(said, calls, results)
+        async with contextlib.aclosing(self._round_items()) as items:
+            async for item in items:
+                yield item
+
+    async def _round_items(self, required: str | None = None) -> AsyncIterator[ReplyItem]:
+        """One round: the text as it streams, then the calls the model asked for (if any)."""
+        said: list[str] = []
+        calls: list[ToolCall] = []
+        async with contextlib.aclosing(self.brain.stream(self.chat_history.prompt(), self.tools, required)) as items:
+            async for item in items:
+                if isinstance(item, ToolCall):
+                    calls.append(self._unique_id(item))
+                    continue
+                said.append(item)
+                yield item
+        if calls:
+            log.debug("the model asks for %s", ", ".join(f"{c.name}({c.arguments})" for c in calls))
+            self._round = ("".join(said), calls)
+            for call in calls:
+                yield call
+
+    def _unique_id(self, call: ToolCall) -> ToolCall:
+        """`call` with an id no earlier call of this conversation had (an engine may give none)."""
+        call_id = call.id
+        if not call_id or call_id in self._call_ids:
+            call_id = f"call_{len(self._call_ids) + 1}"
+            while call_id in self._call_ids:
+                call_id += "_"
+        self._call_ids.add(call_id)
+        return call if call_id == call.id else ToolCall(call_id, call.name, call.arguments)
 
     async def _reply_to_speech(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
         self.chat_history.begin_reply()
@@ -189,9 +263,11 @@ class OpenAICompatibleConversation(Conversation):
                 transcribing.exception()  # retrieved: an error of its own is not news after the answer's
 
     def record_agent_reply(self, spoken_text: str) -> None:
+        self._round = None
         self.chat_history.record_agent_reply(spoken_text)
 
     def rollback(self) -> None:
+        self._round = None
         self.chat_history.rollback()
 
 

@@ -27,6 +27,8 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
+from agent.tools.calls import ToolCall
+
 log = logging.getLogger(__name__)
 
 ERROR_BODY_BYTES = 65536  # the most of an error reply that is read for its message
@@ -128,6 +130,67 @@ async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
+class ToolCallGatherer:
+    """The tool calls of one streamed answer, put together from `delta.tool_calls` fragments:
+    each fragment names its call by `index`; the call's `id` and `function.name` come once
+    (usually first), `function.arguments` in pieces to be joined. Anything else is an
+    `EngineProtocolError` naming `where`."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._calls: dict[int, dict[str, Any]] = {}  # index -> {"id", "name", "arguments": [pieces]}
+
+    def _malformed(self, what: str) -> EngineProtocolError:
+        return EngineProtocolError(f"{self.where} sent a malformed tool call: {what}")
+
+    def add(self, fragments: Any) -> None:
+        if not isinstance(fragments, list):
+            raise self._malformed("delta.tool_calls is not a list")
+        for fragment in fragments:
+            if not isinstance(fragment, dict):
+                raise self._malformed("a delta.tool_calls entry is not an object")
+            index = fragment.get("index")
+            if index is None and self._calls:  # an engine that leaves it out: a named fragment starts a call
+                index = max(self._calls) + (1 if isinstance(fragment.get("function"), dict)
+                                            and fragment["function"].get("name") else 0)
+            elif index is None:
+                index = 0
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise self._malformed("a delta.tool_calls entry has no integer index")
+            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": []})
+            call_id = fragment.get("id")
+            if call_id is not None:
+                if not isinstance(call_id, str):
+                    raise self._malformed(f"call {index}'s id is not a string")
+                call["id"] = call_id or call["id"]
+            function = fragment.get("function")
+            if function is None:
+                continue
+            if not isinstance(function, dict):
+                raise self._malformed(f"call {index}'s function is not an object")
+            name, arguments = function.get("name"), function.get("arguments")
+            if name is not None:
+                if not isinstance(name, str):
+                    raise self._malformed(f"call {index}'s function name is not a string")
+                # Sent once by OpenAI, with every fragment by llama.cpp's server: a repeat is not a piece.
+                if name != call["name"]:
+                    call["name"] += name
+            if arguments is not None:
+                if not isinstance(arguments, str):
+                    raise self._malformed(f"call {index}'s arguments are not a JSON string")
+                call["arguments"].append(arguments)
+
+    def finish(self) -> list[ToolCall]:
+        """The gathered calls in index order (none: the answer asked for no tool)."""
+        calls = []
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            if not call["name"]:
+                raise self._malformed(f"call {index} has no function name")
+            calls.append(ToolCall(call["id"], call["name"], "".join(call["arguments"]) or "{}"))
+        return calls
+
+
 class OpenAIClient:
     """Requests to one engine at `base_url` (see the module docstring). One aiohttp session per
     event loop, made on first use; `close()` releases its connections."""
@@ -227,19 +290,26 @@ class OpenAIClient:
                 else:
                     response.close()  # drop the connection: the engine sees the client leave
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
-        """Stream a chat completion (`stream: true`): the text of each delta, until [DONE]."""
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | ToolCall]:
+        """Stream a chat completion (`stream: true`): the text of each delta, until [DONE]. With
+        `tools` in the request, the calls the model asks for (`delta.tool_calls`, gathered by
+        `index` across chunks) come after the text as `ToolCall`s (an empty id when the engine
+        gave none); an empty string marks each chunk that only carried part of a call, so a
+        reader sees the model is still working."""
         path = "/v1/chat/completions"
+        calls = ToolCallGatherer(f"the {self.what} at {self.shown_url}")
         async with self.request(path, json_body={**body, "stream": True}, expect_event_stream=True) as response:
             async for data in sse_data(response.content):
                 if data.strip() == "[DONE]":
+                    for call in calls.finish():
+                        yield call
                     return
-                for piece in self._delta_text(data):
+                for piece in self._delta_items(data, calls):
                     yield piece
             raise EngineProtocolError(f"the event stream from the {self.what} at {self.shown_url} ended without "
                                       f"[DONE] (POST {path})")
 
-    def _delta_text(self, data: str) -> list[str]:
+    def _delta_items(self, data: str, calls: "ToolCallGatherer") -> list[str]:
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -261,6 +331,9 @@ class OpenAIClient:
                 raise EngineProtocolError(f"the {self.what} at {self.shown_url} sent non-text delta content")
             if content:
                 pieces.append(content)
+            if isinstance(delta, dict) and delta.get("tool_calls") is not None:
+                calls.add(delta["tool_calls"])
+                pieces.append("")  # a call is being written: the model is working
         return pieces
 
     async def transcription(self, wav: bytes, model: str, language: str) -> str:
