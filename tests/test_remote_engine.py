@@ -137,6 +137,31 @@ async def test_the_engine_answers_and_stops_generating_when_the_stream_is_closed
     assert "paris" in "".join(pieces).lower()
 
 
+async def test_the_engines_forced_tool_call_is_gathered_and_the_calculator_gets_the_product(config, engine,
+                                                                                          remote_models):
+    """llama-cpp-python's server streams a forced call (`tool_choice` naming the calculator) in
+    `tool_calls` fragments (repeating the id and name in each); the client gathers them into one
+    call that the real calculator runs. (Only the forced round: what the server does with the
+    next one is in the README's remote-engine table.)"""
+    from agent.tools import ToolCall
+    from agent.tools.toolbox import toolbox_for
+
+    engine.ensure_running()
+    brain = remote_models.brain
+    box = toolbox_for(config)
+    tools = box.prompt()
+    question = "What is 47 times 38?"
+    required = tools.required_tool(question)
+    assert required == "calculator"
+    messages = [*brain.new_history(tools).prompt(), {"role": "user", "content": question}]
+    items = [item async for item in brain.stream(messages, tools, required)]
+    calls = [item for item in items if isinstance(item, ToolCall)]
+    assert len(calls) == 1 and calls[0].name == "calculator" and calls[0].id
+    assert not "".join(item for item in items if isinstance(item, str)).strip()  # no call markup as text
+    result = await box.run(calls[0])
+    assert result.ok and result.content.endswith("1,786"), (calls[0], result)
+
+
 async def test_a_spoken_question_is_answered_through_the_engine_over_webrtc(config, remote_models, agent_url, say):
     client = await connected_client(config, agent_url)
     try:

@@ -38,8 +38,8 @@ more rounds:
   brain streams `delta.content` as text, gathers `delta.tool_calls` by `index` (id, name,
   argument fragments) and yields them when `finish_reason == "tool_calls"`.
 - `continue_reply(results)` adds the round to the conversation and asks the model again: for
-  the OpenAI format an assistant message `{"role": "assistant", "content": <the round's text or
-  None>, "tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}]}` and one
+  the OpenAI format an assistant message `{"role": "assistant", "content": <the round's text,
+  "" when none: llama-cpp-python's server fails on null>, "tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}]}` and one
   `{"role": "tool", "tool_call_id": result.call.id, "content": result.content}` per result.
   Every result's `content` is text for the model, also for failures ("error: ...").
 - The turn may stop between rounds (a tool failed: it apologises itself; barge-in; too many
