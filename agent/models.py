@@ -20,6 +20,8 @@ from agent.config import Config
 from agent.pipeline.end_of_turn import MODEL as END_OF_TURN_MODEL, SmartTurn
 from agent.runtime.model_files import ModelFile, ensure_files, resolve_cache_dir
 from agent.runtime.scheduler import configure_shared_scheduler
+from agent.tools.calls import ToolPrompt
+from agent.tools.toolbox import toolbox_for
 from agent.voices import VOICES, choose_voice, voice_kind
 from agent.voices.base import Voice
 
@@ -32,9 +34,10 @@ class AgentModels:
     voice: Voice
     load_s: float
     end_of_turn: SmartTurn | None = None  # turns.semantic
+    tools: ToolPrompt | None = None  # the tools every conversation has by config (warmed with the brain)
 
     async def warm_up(self) -> None:
-        await self.brain.warm_up()
+        await self.brain.warm_up(self.tools)
         await self.voice.warm_up()
         if self.end_of_turn is not None:
             await self.end_of_turn.verdict(np.zeros(16000, dtype=np.int16))
@@ -107,4 +110,6 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     load_s = time.perf_counter() - started
     log.info("models ready in %.2fs (brain=%s, voice=%s, end of turn=%s)", load_s, brain.name, voice.name,
              "smart-turn" if end_of_turn else "silence only")
-    return AgentModels(brain, voice, load_s, end_of_turn)
+    toolbox = toolbox_for(config)
+    tools = toolbox.prompt() if toolbox and brain.supports_tools else None
+    return AgentModels(brain, voice, load_s, end_of_turn, tools)

@@ -38,10 +38,17 @@ are voice-to-voice medians.
   question here). CTranslate2 takes shorter windows: the audio is padded with silence to 10 s
   (or its length + 1 s) before the features, as whisper's training audio was. Windows of 6 s and
   under make tiny.en repeat itself (WER table below); 10 s is the fastest that keeps the WER.
-- **Two threads for the LLM, one for whisper.** llama.cpp decodes at ~30-33 ms/token on 2 threads
-  and ~40-42 on 1 (the floor table; an earlier comment claimed 1 was as fast as 2: it was not).
-  With the 10 s window whisper is faster on one thread (~67 vs ~75 ms). With hibari the voice
-  needs no core of its own.
+- **One thread for the LLM's tokens, one for whisper.** Alone on idle cores llama.cpp decodes at
+  ~30-33 ms/token on 2 threads and ~40-42 on 1 (the floor table). In the pipeline, where the
+  transport, whisper, the end-of-turn model and the voice need a core too, 1 thread won: one
+  call 776 vs 917 ms voice-to-voice, four callers at once 1878 vs 2399 ms median (`--set
+  llm.threads=N`; prompts are still evaluated on 2). With the 10 s window whisper is faster on
+  one thread (~67 vs ~75 ms).
+- **One scheduler for every model step.** Earliest deadline first (when each caller would hear
+  silence), leases of the cores each step uses, libgomp's threads set to sleep instead of spin
+  (`OMP_WAIT_POLICY=PASSIVE`) and numpy's BLAS to one thread: with several calls the models
+  stopped stealing the cores from one another (`scripts/omp_wait_policy.py`,
+  `scripts/blas_threads.py`).
 - **Preemptive answers.** At a 60 ms pause the whole answer starts, held; when the turn ends
   (200 ms of silence) with the same audio it is released at once. The transcript is then ready
   before the end of the turn, and the LLM's first token ~170 ms after it.

@@ -111,8 +111,9 @@ class Brain(ABC):
         """A conversation for one session; with `tools` its model may call them (a brain with
         `supports_tools = False` raises ToolsUnsupported)."""
 
-    async def warm_up(self) -> None:
-        """Run the models once so the first real turn is not slower than the rest."""
+    async def warm_up(self, tools: ToolPrompt | None = None) -> None:
+        """Run the models once so the first real turn is not slower than the rest (with `tools`:
+        the tools every conversation will have, so their prompt is ready too)."""
 
     def capacity(self) -> int | None:
         """Calls this brain holds at once within the latency budget (admission's default), or None

@@ -164,7 +164,7 @@ class LlamaChat:
             n_threads_batch=config.batch_threads,
             verbose=False,
         )
-        self.thread = ModelThread(name, cores=max(config.threads, config.batch_threads))
+        self.thread = ModelThread(name, cores=config.threads)
         # Pieces the LLM may produce ahead of the reader before it pauses (backpressure).
         self.max_ahead = 1
         self.load_s = time.perf_counter() - started
@@ -306,11 +306,14 @@ class CascadeBrain(Brain):
     def new_conversation(self, tools: ToolPrompt | None = None) -> "CascadeConversation":
         return CascadeConversation(self, tools if tools is not None and tools.specs else None)
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, tools: ToolPrompt | None = None) -> None:
         started = time.perf_counter()
         await self.transcriber.transcribe(np.zeros(16000, dtype=np.int16))
+        tools = tools if tools is not None and tools.specs else None
         for chat in self.slots.chats:
-            await chat.warm(self.next_prompt_prefix([]))  # caches the system prompt
+            # Each slot caches the system turn (with the tools: ~316 tokens, ~2 s to evaluate on
+            # 2 cores, `./dev.sh bench --tool-prompt`), so a first turn on any slot starts warm.
+            await chat.warm(self.next_prompt_prefix([], tools), tools.specs if tools is not None else None)
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
     def capacity(self) -> int:

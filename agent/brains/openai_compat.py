@@ -127,7 +127,7 @@ class OpenAICompatibleBrain(Brain):
             content.append({"type": "text", "text": self.config.system_prompt})
         return [*history.messages, {"role": "user", "content": content}]
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, tools: ToolPrompt | None = None) -> None:
         started = time.perf_counter()
         if isinstance(self.transcriber, WhisperTranscriber):
             await self.transcriber.transcribe(np.zeros(RATE, dtype=np.int16))

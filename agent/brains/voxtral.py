@@ -173,7 +173,7 @@ class VoxtralBrain(Brain):
             raise ToolsUnsupported("the Voxtral brain cannot call tools yet (set tools.builtin = [] and tools.custom = [])")
         return VoxtralConversation(self)
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, tools=None) -> None:
         started = time.perf_counter()
         conversation = self.new_conversation()
         async for _ in conversation.reply(np.zeros(16000, dtype=np.int16), lambda _t: None, max_new_tokens=2):
