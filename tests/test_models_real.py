@@ -163,3 +163,28 @@ async def test_hibari_answers_start_at_once_without_its_padding(cpu_voices):
         first = await stream.__anext__()
     lead = len(first) - len(trim_edges(first, voice.sample_rate, lead_ms=0, tail_ms=10_000))
     assert lead <= voice.sample_rate * 30 // 1000
+
+
+async def test_a_runaway_transcript_is_fitted_to_the_llms_context(models):
+    """History is bounded by tokens, not only by turns: old exchanges go first, and a user message
+    too long on its own (a hallucinated transcript) is cut to what fits, so the turn still runs."""
+    brain = models.brain
+    chat = brain.chat
+    budget = chat.config.context_tokens - chat.config.max_tokens
+    conversation = brain.new_conversation()
+    conversation.history += [{"role": "user", "content": "Tell me about the moon."},
+                             {"role": "assistant", "content": "The moon orbits the earth. " * 40}]
+    conversation.history.append({"role": "user", "content": "and then the rain kept falling " * 400})
+    conversation._fit_context()
+    assert [m["role"] for m in conversation.history] == ["user"]  # the old exchange went first
+    assert conversation.history[0]["content"].startswith("and then the rain kept falling")
+    prompt = [brain.system_message(None), *conversation.history]
+    used = sum(chat.tokens_in(m["content"]) + 6 for m in prompt)
+    assert budget / 2 < used <= budget  # cut to fit, not emptied
+    pieces = []
+    async with contextlib.aclosing(conversation._generate()) as stream:
+        async for piece in stream:
+            pieces.append(piece)
+            if len(pieces) >= 3:
+                break
+    assert "".join(pieces).strip()  # the model answers instead of failing on an overflowing context

@@ -151,6 +151,10 @@ class WhisperTranscriber:
         return await self.thread.run(self.transcribe_blocking, audio)
 
 
+CONTEXT_MARGIN_TOKENS = 32  # slack for what the size estimate leaves out (template tokens, the tools' framing)
+MESSAGE_OVERHEAD_TOKENS = 6  # a chat message's own framing: <|im_start|>role\n ... <|im_end|>\n
+
+
 class LlamaChat:
     def __init__(self, model_path: Path, config: LlmConfig, name: str = "llm") -> None:
         from llama_cpp import Llama
@@ -192,6 +196,10 @@ class LlamaChat:
                     yield piece
         finally:
             stream.close()
+
+    def tokens_in(self, text: str) -> int:
+        """How many tokens `text` is for this model (its tokenizer only: no model work)."""
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
 
     def warm_blocking(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
         """Evaluate a prompt (one token of output) so its prefix sits in the KV cache."""
@@ -362,6 +370,34 @@ class CascadeConversation(Conversation):
         while self.history and self.history[0]["role"] != "user":
             self.history.pop(0)
 
+    def _fit_context(self) -> None:
+        """Keep the prompt within the LLM's context (`llm.context_tokens`, leaving `max_tokens` for
+        the answer): drop the oldest exchanges, and cut a user message too long on its own (a
+        runaway transcript) to what fits, rather than fail turn after turn."""
+        chat = self.brain.chat
+        budget = chat.config.context_tokens - chat.config.max_tokens - CONTEXT_MARGIN_TOKENS
+
+        def size(message: dict) -> int:
+            calls = json.dumps(message["tool_calls"]) if message.get("tool_calls") else ""
+            return chat.tokens_in(str(message.get("content") or "") + calls) + MESSAGE_OVERHEAD_TOKENS
+
+        fixed = size(self.brain.system_message(self.tools)) + (chat.tokens_in(json.dumps(self._specs))
+                                                                  if self._specs else 0)
+        sizes = [size(m) for m in self.history]
+        while fixed + sum(sizes) > budget and sum(m["role"] == "user" for m in self.history) > 1:
+            drop = next(i for i, m in enumerate(self.history) if i and m["role"] == "user")  # the oldest exchange
+            del self.history[:drop], sizes[:drop]
+            if self._reply_start is not None:
+                self._reply_start = max(0, self._reply_start - drop)
+        over = fixed + sum(sizes) - budget
+        last = self.history[-1] if self.history else None
+        if over > 0 and last is not None and last["role"] == "user":
+            text = last["content"]
+            keep = max(0, len(text) * (sizes[-1] - over) // max(1, sizes[-1]) - 16)
+            log.warning("a %d-token user message does not fit the LLM's context: cut to %d characters",
+                        sizes[-1], keep)
+            last["content"] = text[:keep]
+
     def _warm_next_prompt(self) -> None:
         """Evaluate the next turn's prompt prefix in the background (off the critical path)."""
         try:
@@ -401,6 +437,7 @@ class CascadeConversation(Conversation):
         self.history.append({"role": "user", "content": text})
         self._trim(max(1, self.brain.config.history_turns))
         self._reply_start = min(self._reply_start, len(self.history) - 1)
+        self._fit_context()
         required = self.tools.required_tool(text) if self.tools is not None else None
         async with contextlib.aclosing(self._generate(required)) as items:
             async for item in items:
@@ -416,6 +453,7 @@ class CascadeConversation(Conversation):
             for call in calls]})
         for result in results:
             self.history.append({"role": "tool", "tool_call_id": result.call.id, "content": result.content})
+        self._fit_context()
         async with contextlib.aclosing(self._generate()) as items:
             async for item in items:
                 yield item
