@@ -18,7 +18,7 @@ from agent.config import Config
 from agent.models import AgentModels, load_models
 from agent.testing import stub_models
 from signaling.client import HeadlessClient
-from signaling.server import loopback_config, running_server
+from signaling.server import bench_config, loopback_config, running_server
 
 from .questions import ROOM_NOISE_DBFS, Question, questions_for
 from .report import print_run, write_run_files
@@ -59,7 +59,7 @@ async def run_calls(url: str, config: Config, questions: list[Question], turns: 
 
 async def bench_in_process(config: Config, models: AgentModels, questions: list[Question], turns: int, concurrency: int,
                            mode: str, client_prefetch: int = 1) -> BenchRun:
-    config = loopback_config(config)
+    config = bench_config(config)
     run = BenchRun(mode, models.brain.name, models.voice.name, turns, concurrency, client_prefetch,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
     async with running_server(config, models) as server:

@@ -19,7 +19,7 @@ from agent.config import Config
 from agent.models import AgentModels
 from agent.runtime.scheduler import shared_scheduler
 from signaling.client import AUDIBLE_DBFS, HeadlessClient, OfferRefused
-from signaling.server import loopback_config, running_server
+from signaling.server import bench_config, running_server
 
 from .questions import ROOM_NOISE_DBFS, Question, questions_for
 from .report import write_json
@@ -92,7 +92,7 @@ async def _ask(client: HeadlessClient, caller: int, round_: int, turn: int, ques
 
 async def measure_together(config: Config, models: AgentModels, questions: list[Question], callers: int,
                            rounds: int) -> TogetherRun:
-    config = loopback_config(config)
+    config = bench_config(config)
     run = TogetherRun(callers, rounds, time.strftime("%Y-%m-%d %H:%M:%S"))
     started = time.perf_counter()
     async with running_server(config, models) as server:
