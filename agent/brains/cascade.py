@@ -325,8 +325,9 @@ class CascadeBrain(Brain):
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
     def capacity(self) -> int:
-        """One call per LLM slot: 4 slots on 2 cores answer 4 callers asking at once within the
-        budget (`./dev.sh bench --concurrency 4 --together`, BENCHMARKS.md)."""
+        """One call per LLM slot: 4 slots on 2 cores answer 4 callers asking at once at about the
+        budget, median 1.9-2.3 s and at most 3.0-3.7 s (`./dev.sh bench --concurrency 4 --together`,
+        docs/DEPLOYMENT.md)."""
         return len(self.slots.chats)
 
     def load_times(self) -> dict[str, float]:
