@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import dataclasses
 import itertools
 import logging
@@ -47,7 +46,7 @@ from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.transcripts import is_only_filler, sounds_finished, words_of
 from agent.pipeline.turns import TurnDetector, TurnEvent
-from agent.runtime.scheduler import current_urgency, due_now
+from agent.runtime.scheduler import due_now, task_with_urgency
 from agent.tools.toolbox import ToolBox
 from agent.turn import AnswerTurn, StageStalled
 from agent.voices.base import Voice
@@ -281,18 +280,13 @@ class AgentSession:
         turn.timeline.mark("speech_end", speech_end)
         turn.urgency.label = f"session {self.id} turn {turn.number}"
         # The turn's model work (and its producer task's) carries its urgency to the scheduler.
-        context = contextvars.copy_context()
-        context.run(current_urgency.set, turn.urgency)
-        turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"session{self.id}-turn{turn.number}",
-                                        context=context)
+        turn.task = task_with_urgency(self._run_turn(turn, audio), turn.urgency, f"session{self.id}-turn{turn.number}")
         return turn
 
     def _due_now(self, work: Coroutine, what: str) -> asyncio.Task:
         """Run the session's own quick model work (an end-of-turn verdict, judging a sound over the
         agent) as due now: someone is waiting for it."""
-        context = contextvars.copy_context()
-        context.run(current_urgency.set, due_now(f"session {self.id} {what}"))
-        return asyncio.create_task(work, context=context)
+        return task_with_urgency(work, due_now(f"session {self.id} {what}"))
 
     def start_turn(self, audio: np.ndarray, speech_end: float, turn_end: float) -> AnswerTurn:
         if self._turn is not None:

@@ -57,7 +57,7 @@ async def measure_windows(config: Config, windows=WINDOWS_S, texts=TEXTS) -> lis
     results = []
     for window in windows:
         asr = config.replace(**{"asr.window_s": window}).asr
-        transcriber = cascade.WhisperTranscriber(paths[cascade.WHISPER_FILES[0].relpath].parent, asr)
+        transcriber = cascade.WhisperTranscriber(cascade.whisper_dir(paths), asr)
         times, errors, worst = [], [], (0.0, "")
         for clip in clips:
             audio = clip.speech  # noise before the words, as the VAD's pre-roll would keep

@@ -52,7 +52,7 @@ async def measure_backchannels(config: Config, rounds: int = len(SPEAKERS)) -> l
     results = []
     for threshold in (0.0, config.asr.unclear_logprob):
         asr = config.replace(**{"asr.unclear_logprob": threshold}).asr
-        transcriber = cascade.WhisperTranscriber(paths[cascade.WHISPER_FILES[0].relpath].parent, asr)
+        transcriber = cascade.WhisperTranscriber(cascade.whisper_dir(paths), asr)
         result = BackchannelResult(threshold)
         for is_backchannel, clip in clips:
             heard = transcriber.transcribe_blocking(clip.speech)

@@ -64,7 +64,7 @@ def _vad(config: Config) -> FloorRow:
 
 def _asr(config: Config, paths, audio: np.ndarray, threads: int) -> FloorRow:
     asr = config.replace(**{"asr.threads": threads}).asr
-    transcriber = cascade.WhisperTranscriber(paths[cascade.WHISPER_FILES[0].relpath].parent, asr)
+    transcriber = cascade.WhisperTranscriber(cascade.whisper_dir(paths), asr)
     transcriber.transcribe_blocking(audio)
     median, low = _timed(lambda: transcriber.transcribe_blocking(audio))
     transcriber.thread.shutdown()

@@ -70,9 +70,9 @@ def longest_gap_ms(client: HeadlessClient, start: float, end: float) -> float:
     return float(longest * FRAME_MS)
 
 
-async def _ask(client: HeadlessClient, caller: int, round_: int, turn: int, question: Question,
-               start_at: float) -> CallerTurn:
-    """Say `question` so that it ends at `start_at` + its length (all callers end together)."""
+async def _ask(client: HeadlessClient, caller: int, turn: int, question: Question, start_at: float) -> CallerTurn:
+    """Say `question` so that it ends at `start_at` + its length (all callers end together); round
+    `turn` of the run is each caller's turn `turn`."""
     since = len(client.events)
     await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
     sent = client.say(question.speech)
@@ -85,7 +85,7 @@ async def _ask(client: HeadlessClient, caller: int, round_: int, turn: int, ques
     gap = longest_gap_ms(client, ended, (finished_at or time.perf_counter()) + 0.2)
     answer = " ".join(e["text"] for _, e in client.events[since:] if e.get("type") == "agent_text" and e.get("turn") == turn)
     discarded = sum(1 for _, e in client.events[since:] if e.get("type") == "preemption_discarded")
-    return CallerTurn(caller, round_, question.label, question.speaker, v2v, gap,
+    return CallerTurn(caller, turn, question.label, question.speaker, v2v, gap,
                       float(timeline.get("queue_wait_ms", 0.0)), timeline["outcome"], answer, discarded,
                       dict(timeline.get("ms", {})))
 
@@ -113,7 +113,7 @@ async def measure_together(config: Config, models: AgentModels, questions: list[
                 longest = max((len(q.speech) for q in asked), default=0) / 48000
                 end_at = time.perf_counter() + 0.5 + longest  # every question ends at this instant
                 results = await asyncio.gather(*(
-                    _ask(client, i + 1, round_ + 1, round_ + 1, question, end_at - len(question.speech) / 48000)
+                    _ask(client, i + 1, round_ + 1, question, end_at - len(question.speech) / 48000)
                     for i, (client, question) in enumerate(zip(clients, asked))))
                 run.turns += results
                 await asyncio.sleep(1.0)

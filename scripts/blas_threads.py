@@ -23,7 +23,7 @@ if "--one" in sys.argv:
     threadpool_limits(limits=1, user_api="blas")
 config = load_config()
 paths = ensure_files(cascade.WHISPER_FILES + (MODEL,), resolve_cache_dir(config.models.cache_dir), progress=False)
-asr = cascade.WhisperTranscriber(paths[cascade.WHISPER_FILES[0].relpath].parent, config.asr)
+asr = cascade.WhisperTranscriber(cascade.whisper_dir(paths), config.asr)
 verdicts = SmartTurn(paths[MODEL.relpath])
 audio = np.random.default_rng(0).normal(0, 3000, 32000).astype(np.int16)  # 2 s
 asr.transcribe_blocking(audio)

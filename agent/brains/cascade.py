@@ -60,6 +60,11 @@ LLM_GGUF = ModelFile(  # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, split over 22 wheel
 MODEL_FILES = (*WHISPER_FILES, LLM_GGUF)
 
 
+def whisper_dir(paths) -> Path:
+    """The whisper model's directory among assembled model files (`ensure_files`' answer)."""
+    return paths[WHISPER_FILES[0].relpath].parent
+
+
 FRAMES_PER_SECOND = 100  # whisper's log-mel frames (hop 160 at 16 kHz)
 FULL_WINDOW_FRAMES = 3000  # the 30 s window whisper was trained on
 WINDOW_MARGIN_FRAMES = 100  # at least 1 s of padding after the speech
@@ -539,7 +544,7 @@ def _json_object(arguments: str) -> dict:
 
 
 def load(config: Config, paths) -> CascadeBrain:
-    return CascadeBrain.load(whisper_dir=paths[WHISPER_FILES[0].relpath].parent, gguf=paths[LLM_GGUF.relpath],
+    return CascadeBrain.load(whisper_dir=whisper_dir(paths), gguf=paths[LLM_GGUF.relpath],
                              brain=config.brain, asr=config.asr, llm=config.llm)
 
 

@@ -43,7 +43,7 @@ from agent.runtime.openai_api import OpenAIClient, api_key_from_env
 
 from .base import (Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, ToolsUnsupported,
                    TranscriptCallback)
-from .cascade import WHISPER_FILES, WhisperTranscriber
+from .cascade import WHISPER_FILES, WhisperTranscriber, whisper_dir
 from .chat_history import ChatHistory
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def load(config: Config, paths) -> OpenAICompatibleBrain:
     api_key = api_key_from_env(settings.api_key_env, "openai.api_key_env")
     client = OpenAIClient(settings.base_url, api_key, settings.connect_timeout_s, settings.read_timeout_s)
     if settings.transcription == "local":
-        transcriber: Transcriber = WhisperTranscriber(paths[WHISPER_FILES[0].relpath].parent, config.asr)
+        transcriber: Transcriber = WhisperTranscriber(whisper_dir(paths), config.asr)
     else:
         transcriber = RemoteTranscriber(client, settings.transcription_model or settings.model, config.asr.language)
     log.info("openai brain: engine %s, model %s, mode %s, transcription %s, API key %s", client.shown_url,

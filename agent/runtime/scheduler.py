@@ -22,6 +22,7 @@ has its lease written off, so the other calls go on; its model is reported stuck
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import heapq
 import itertools
@@ -30,7 +31,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Coroutine
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,13 @@ def when_idle(label: str = "") -> Urgency:
 current_urgency: contextvars.ContextVar[Urgency | None] = contextvars.ContextVar("current_urgency", default=None)
 
 
+def task_with_urgency(work: Coroutine, urgency: Urgency, name: str | None = None) -> asyncio.Task:
+    """A task whose model work (and that of the tasks it starts) carries `urgency`."""
+    context = contextvars.copy_context()
+    context.run(current_urgency.set, urgency)
+    return asyncio.create_task(work, name=name, context=context)
+
+
 @dataclass
 class SchedulerStats:
     steps: int = 0
@@ -84,11 +92,16 @@ class _Waiter:
     granted: threading.Event = field(compare=False, default_factory=threading.Event)
 
 
+def _cores(configured: int | None) -> int:
+    """The cores to share: as configured, or (0/None) every core of the machine."""
+    return max(1, configured or os.cpu_count() or 1)
+
+
 class ComputeScheduler:
     """Grants `cores` CPU cores to model steps, earliest deadline first (see the module docstring)."""
 
     def __init__(self, cores: int | None = None, stuck_after_s: float = 60.0) -> None:
-        self.cores = max(1, cores or os.cpu_count() or 1)
+        self.cores = _cores(cores)
         self.stuck_after_s = stuck_after_s
         self._lock = threading.Lock()
         self._free = self.cores
@@ -183,7 +196,7 @@ def configure_shared_scheduler(cores: int, stuck_after_s: float) -> ComputeSched
     """Set the process's scheduler's cores and stuck-step limit (at model loading, from config)."""
     scheduler = shared_scheduler()
     with scheduler._lock:
-        scheduler._free += max(1, cores or os.cpu_count() or 1) - scheduler.cores
-        scheduler.cores = max(1, cores or os.cpu_count() or 1)
+        scheduler._free += _cores(cores) - scheduler.cores
+        scheduler.cores = _cores(cores)
         scheduler.stuck_after_s = stuck_after_s
     return scheduler
