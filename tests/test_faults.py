@@ -56,12 +56,12 @@ async def test_a_hung_model_ends_the_turn_with_an_error_and_the_session_goes_on(
     config = load_config(environ={}, overrides={"brain.stall_timeout_s": "0.5"})
     events = []
     session = AgentSession(config, HangsOnce(), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await asyncio.wait_for(drain(session, turn), 10)
     error = next(e for e in events if e["type"] == "error")
     assert error["kind"] == "timeout" and "brain produced nothing" in error["message"]
     assert session.state == "listening"
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await asyncio.wait_for(drain(session, turn), 10)
     assert [e["outcome"] for e in events if e["type"] == "timeline"] == ["error", "answered"]
     await session.close()
@@ -72,7 +72,7 @@ async def test_a_slow_but_steady_model_is_not_cut_off():
     events = []
     brain = ScriptedBrain(first_token_delay_s=0.3, token_interval_s=0.2)  # total well over the stall timeout
     session = AgentSession(config, brain, ToneVoice(), send_event=lambda e: events.append(to_json(e)))
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await asyncio.wait_for(drain(session, turn), 30)
     assert [e["outcome"] for e in events if e["type"] == "timeline"] == ["answered"]
     await session.close()
@@ -223,12 +223,12 @@ async def test_a_model_blocked_in_a_thread_fails_turns_fast_and_health_says_so()
     events = []
     session = AgentSession(config, brain, ToneVoice(), send_event=lambda e: events.append(to_json(e)))
     try:
-        turn = session.start_turn(voiced(600), 0.0, 0.2)
+        turn = session.start_answer(voiced(600), 0.0, 0.2)
         await asyncio.wait_for(drain(session, turn), 10)  # the stall guard ends the first turn
         assert [e["kind"] for e in events if e["type"] == "error"] == ["timeout"]
         assert stuck_llm.stuck
         started = time.monotonic()
-        turn = session.start_turn(voiced(600), 0.0, 0.2)
+        turn = session.start_answer(voiced(600), 0.0, 0.2)
         await asyncio.wait_for(drain(session, turn), 10)
         assert time.monotonic() - started < 1.0  # fails at once: no second wait for the stall guard
         error = [e for e in events if e["type"] == "error"][-1]

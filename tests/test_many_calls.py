@@ -84,7 +84,7 @@ async def test_simultaneous_questions_are_answered_in_turn_order_and_started_ans
     longest_gap = [0.0] * len(sessions)
     try:
         now = time.perf_counter()
-        turns = [s.start_turn(voiced(600), now + i * 0.01, now + i * 0.01) for i, s in enumerate(sessions)]
+        turns = [s.start_answer(voiced(600), now + i * 0.01, now + i * 0.01) for i, s in enumerate(sessions)]
         silent_since = [None] * len(sessions)
         started = time.perf_counter()
         tick = started
@@ -134,7 +134,7 @@ async def test_waiting_behind_another_calls_work_is_not_a_stall():
     try:
         hog = asyncio.ensure_future(other.run(_busy, 1.5))  # another call's long step holds the only core
         await asyncio.sleep(0.05)
-        turn = session.start_turn(voiced(600), time.perf_counter(), time.perf_counter())
+        turn = session.start_answer(voiced(600), time.perf_counter(), time.perf_counter())
         while not turn.task.done():
             session.output.pull(FRAME * 10)
             await asyncio.sleep(0.02)

@@ -133,7 +133,7 @@ async def test_the_api_key_is_sent_as_a_bearer_header_and_appears_in_no_log_even
         session = AgentSession(config, brain, ToneVoice(), send_event=lambda e: events.append(to_json(e)))
         try:
             for number in (1, 2):
-                turn = session.start_turn(voiced(600), 0.0, 0.2)
+                turn = session.start_answer(voiced(600), 0.0, 0.2)
                 await asyncio.wait_for(turn.task, 10)
                 error = [e for e in events if e["type"] == "error"][-1]
                 assert error["turn"] == number and error["kind"] == "EngineRejected"

@@ -37,7 +37,7 @@ def of_type(events, kind):
 
 
 async def run_turn(session, start: float = 0.0, timeout: float = 20.0):
-    turn = session.start_turn(voiced(600), start, start + 0.2)
+    turn = session.start_answer(voiced(600), start, start + 0.2)
     deadline = asyncio.get_running_loop().time() + timeout
     while not turn.task.done():
         assert asyncio.get_running_loop().time() < deadline, "the turn did not finish"

@@ -12,9 +12,9 @@ from agent.testing import ScriptedBrain, ToneVoice
 from .synth import silence, voiced
 
 
-def make_session(**brain_kwargs):
+def make_session(config=None, **brain_kwargs):
     events = []
-    config = load_config(environ={})
+    config = config or load_config(environ={})
     session = AgentSession(config, ScriptedBrain(**brain_kwargs), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
     return session, events
 
@@ -33,7 +33,7 @@ async def wait_for(predicate, timeout=5.0):
 
 async def test_a_turn_streams_phrases_in_order_and_records_its_timeline():
     session, events = make_session()
-    turn = session.start_turn(voiced(800), speech_end=0.0, turn_end=0.3)
+    turn = session.start_answer(voiced(800), speech_end=0.0, turn_end=0.3)
     await wait_for(lambda: session.output.queued_samples > 0)
     # Drain the queue as the playout track would; the turn ends when everything was played.
     while not turn.task.done():
@@ -53,7 +53,7 @@ async def test_a_turn_streams_phrases_in_order_and_records_its_timeline():
 
 async def test_barge_in_flushes_at_once_and_keeps_only_the_played_text():
     session, events = make_session()
-    session.start_turn(voiced(800), speech_end=0.0, turn_end=0.3)
+    session.start_answer(voiced(800), speech_end=0.0, turn_end=0.3)
     await wait_for(lambda: session.output.queued_samples > 48000)
     frames = await pull_frames(session, 30)  # 0.6 s of the answer was played
     assert all(audible for _, audible in frames)
@@ -73,7 +73,7 @@ async def test_barge_in_flushes_at_once_and_keeps_only_the_played_text():
 async def test_user_speech_through_the_turn_detector_starts_a_turn_and_interrupts_it():
     session, events = make_session()
     pcm = np.concatenate([silence(300), voiced(700), silence(500)])
-    for event in session.turns.feed(pcm.tobytes()):
+    for event in session.user_turns.feed(pcm.tobytes()):
         session.on_turn_event(event)
     await wait_for(lambda: session.output.queued_samples > 0)
     assert session.turn_count == 1
@@ -105,20 +105,20 @@ async def test_a_brain_failure_is_an_error_event_and_the_session_goes_on():
 
     good = session.conversation
     session.conversation = Exploding(session.brain)
-    turn = session.start_turn(voiced(500), 0.0, 0.3)
+    turn = session.start_answer(voiced(500), 0.0, 0.3)
     await asyncio.wait_for(turn.task, 5)
     error = next(e for e in events if e["type"] == "error")
     assert error["message"] == "boom" and error["turn"] == 1
     assert session.state == "listening"
     session.conversation = good
-    turn = session.start_turn(voiced(500), 0.0, 0.3)
+    turn = session.start_answer(voiced(500), 0.0, 0.3)
     await wait_for(lambda: session.output.queued_samples > 0)
     session.output.flush()
     await session.close()
 
 
 def feed(session, pcm):
-    for event in session.turns.feed(pcm.tobytes()):
+    for event in session.user_turns.feed(pcm.tobytes()):
         session.on_turn_event(event)
 
 
@@ -143,10 +143,7 @@ async def test_a_preemptive_answer_is_held_until_the_turn_ends_then_released_at_
 
 
 async def test_a_preemptive_answer_is_discarded_when_the_user_goes_on():
-    session, events = make_session()
-    config = session.config
-    session.turns = type(session.turns)(config.turns.__class__(**{**config.turns.__dict__, "hangover_ms": 600,
-                                                                  "semantic": False}))
+    session, events = make_session(load_config(environ={}).replace(**{"turns.hangover_ms": 600, "turns.semantic": False}))
     feed(session, np.concatenate([silence(300), voiced(700), silence(250)]))  # pause -> preemptive answer
     assert session.preemptions["started"] == 1
     await asyncio.sleep(0.2)
@@ -189,7 +186,7 @@ async def test_a_turn_of_only_fillers_or_noise_starts_no_answer():
 
     events = []
     session = AgentSession(load_config(environ={}), SaysMmHmm(), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
-    turn = session.start_turn(voiced(500), 0.0, 0.2)
+    turn = session.start_answer(voiced(500), 0.0, 0.2)
     await asyncio.wait_for(turn.task, 5)
     assert session.output.queued_samples == 0  # nothing said back
     timeline = next(e for e in events if e["type"] == "timeline")

@@ -61,7 +61,7 @@ async def test_the_model_calls_a_tool_and_speaks_its_result_in_the_same_turn():
         return await calculator_tool().fn(expression=expression)
 
     session, events = make_session([["Let me check.", calc("47 * 38")], ["It is 1786."]], [calculator])
-    turn = session.start_turn(voiced(600), speech_end=0.0, turn_end=0.2)
+    turn = session.start_answer(voiced(600), speech_end=0.0, turn_end=0.2)
     await play_out(session, turn)
     # "Let me check." was already synthesised and queued when the tool ran.
     assert queued_when_called and queued_when_called[0] > 0
@@ -91,7 +91,7 @@ async def test_a_tool_that_raises_becomes_a_spoken_apology_and_an_error_event():
 
     session, events = make_session([["One moment.", ToolCall("call_1", "lookup_order", '{"order_id": "A-1"}')],
                                     ["It shipped yesterday."]], [lookup_order])
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await play_out(session, turn)
     [finished] = of_type(events, "tool_result")
     assert finished["status"] == "error" and "orders database unreachable" in finished["result"]
@@ -103,7 +103,7 @@ async def test_a_tool_that_raises_becomes_a_spoken_apology_and_an_error_event():
     assert session.state == "listening"
     # The session goes on: the next turn is answered.
     session.brain.rounds = [["Fine."]]
-    turn = session.start_turn(voiced(600), 10.0, 10.2)
+    turn = session.start_answer(voiced(600), 10.0, 10.2)
     await play_out(session, turn)
     assert of_type(events, "timeline")[-1]["outcome"] == "answered"
     await session.close()
@@ -122,7 +122,7 @@ async def test_a_tool_that_hangs_times_out_with_an_apology_and_sees_its_cancella
 
     session, events = make_session([[ToolCall("call_1", "slow_lookup")], ["Never said."]], [slow_lookup],
                                    **{"tools.timeout_s": "0.3"})
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await play_out(session, turn)
     assert cancelled.is_set()
     [finished] = of_type(events, "tool_result")
@@ -149,7 +149,7 @@ async def test_barge_in_during_a_tool_call_cancels_the_tool():
 
     session, events = make_session([["Booking it now.", ToolCall("call_1", "book_slot", '{"day": "Monday"}')],
                                     ["Done, you are booked."]], [book_slot])
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await asyncio.wait_for(started.wait(), 5)
     for _ in range(5):  # a little of "Booking it now." is heard
         session.output.pull(960)
@@ -167,7 +167,7 @@ async def test_barge_in_during_a_tool_call_cancels_the_tool():
 
 
 def feed(session, pcm):
-    for event in session.turns.feed(pcm.tobytes()):
+    for event in session.user_turns.feed(pcm.tobytes()):
         session.on_turn_event(event)
 
 
@@ -187,7 +187,7 @@ async def test_a_preemptive_answer_runs_no_tool_until_the_turn_is_confirmed():
     assert calls == [] and not of_type(events, "tool_call")  # held: its text is ready, its tool waits
     feed(session, silence(400))  # the turn ends with the same audio: released
     assert session.preemptions["hits"] == 1
-    turn = session._turn
+    turn = session.answer
     await play_out(session, turn)
     assert calls == ["hi"] and of_type(events, "tool_result")[0]["status"] == "ok"
     assert spoken(events) == "Sending it. Sent."
@@ -216,7 +216,7 @@ async def test_invalid_arguments_go_back_to_the_model_and_the_tool_is_not_called
 
     session, events = make_session([[ToolCall("call_1", "calculator", '{"expr": 6}')],
                                     [calc("6 * 7", "call_2")], ["It is 42."]], [calculator])
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await play_out(session, turn)
     first, second = session.conversation.tool_results
     assert first.status == "invalid" and "'expression' is a required property" in first.content
@@ -233,7 +233,7 @@ async def test_a_model_that_keeps_calling_tools_is_stopped_with_an_apology():
 
     rounds = [[ToolCall(f"call_{i}", "clock")] for i in range(10)]
     session, events = make_session(rounds, [clock], **{"tools.max_rounds": "2"})
-    turn = session.start_turn(voiced(600), 0.0, 0.2)
+    turn = session.start_answer(voiced(600), 0.0, 0.2)
     await play_out(session, turn)
     assert len(of_type(events, "tool_result")) == 2
     assert of_type(events, "error")[0]["kind"] == "tool_rounds"

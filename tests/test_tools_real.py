@@ -86,7 +86,7 @@ async def answer(models, config, audio_16k, tools: ToolBox, during_tool=None, ti
     events = []
     session = AgentSession(config, models.brain, models.voice, send_event=lambda e: events.append(to_json(e)),
                            tools=tools)
-    turn = session.start_turn(audio_16k, speech_end=0.0, turn_end=0.0)
+    turn = session.start_answer(audio_16k, speech_end=0.0, turn_end=0.0)
     heard = []
     deadline = asyncio.get_running_loop().time() + timeout
     acted = False

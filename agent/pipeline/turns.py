@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, ClassVar
 
 import numpy as np
 import webrtcvad
@@ -21,23 +21,59 @@ SAMPLE_RATE = 16000
 BYTES_PER_SAMPLE = 2
 
 
-@dataclass
-class TurnEvent:
-    """speech_start: the user began talking (barge-in point).
-    speech_pause: a short silence inside speech; `audio` is the utterance so far, exactly what
-        speech_end will carry if the user says nothing more (a preemptive answer can start, and
-        the end-of-turn model is asked: `set_verdict(pause_id, complete)`).
-    speech_resume: the user spoke again after a speech_pause (the paused audio is stale).
-    speech_end: the utterance is complete; `audio` holds it (int16, 16 kHz).
-    speech_discarded: the sound after speech_start was too short to be a turn."""
+@dataclass(frozen=True)
+class UserSpeechStarted:
+    """The user began to make a sound that may be speech (over the agent: an interruption to judge)."""
 
-    kind: Literal["speech_start", "speech_pause", "speech_resume", "speech_end", "speech_discarded"]
+    kind: ClassVar[str] = "speech_start"
     at: float  # clock time the decision was made
-    speech_ended_at: float | None = None  # clock time of the last voiced frame (speech_end only)
-    audio: np.ndarray | None = None
-    voiced_ms: int = 0
-    forced: bool = False  # speech_end because max_utterance_ms was reached
-    pause_id: int = 0  # speech_pause: which pause a verdict is for
+
+
+@dataclass(frozen=True)
+class UserPaused:
+    """A short silence inside the user's speech. `audio` is the utterance so far, exactly what
+    `UserTurnEnded` will carry if the user says nothing more (a preemptive answer can start, and
+    the end-of-turn model is asked: `set_verdict(pause_id, complete)`)."""
+
+    kind: ClassVar[str] = "speech_pause"
+    at: float
+    speech_ended_at: float  # clock time of the last voiced frame
+    audio: np.ndarray = field(repr=False)
+    voiced_ms: int
+    pause_id: int  # which pause a verdict is for
+
+
+@dataclass(frozen=True)
+class UserResumed:
+    """The user spoke again after a `UserPaused` (the paused audio is stale)."""
+
+    kind: ClassVar[str] = "speech_resume"
+    at: float
+
+
+@dataclass(frozen=True)
+class UserTurnEnded:
+    """The user's utterance is complete; `audio` holds it (int16, 16 kHz)."""
+
+    kind: ClassVar[str] = "speech_end"
+    at: float
+    speech_ended_at: float  # clock time of the last voiced frame
+    audio: np.ndarray = field(repr=False)
+    voiced_ms: int
+    forced: bool = False  # because max_utterance_ms was reached
+
+
+@dataclass(frozen=True)
+class UserSoundDiscarded:
+    """The sound after `UserSpeechStarted` was too short to be a turn."""
+
+    kind: ClassVar[str] = "speech_discarded"
+    at: float
+    voiced_ms: int
+
+
+# What the detector reports about the user's turn, in order (match on the class).
+TurnEvent = UserSpeechStarted | UserPaused | UserResumed | UserTurnEnded | UserSoundDiscarded
 
 
 @dataclass
@@ -112,7 +148,7 @@ class TurnDetector:
                 self._silence_run = 0
                 self._voiced_run = 0
                 self._last_voiced_at = now
-                return TurnEvent("speech_start", at=now)
+                return UserSpeechStarted(at=now)
             return None
 
         self._utterance.append(frame)
@@ -123,7 +159,7 @@ class TurnDetector:
             if self._paused:
                 self._paused = False
                 if len(self._utterance) < self._max_frames:
-                    return TurnEvent("speech_resume", at=now)
+                    return UserResumed(at=now)
         else:
             self._silence_run += 1
         if self._silence_run >= self._hangover_frames and self._may_end():
@@ -132,8 +168,8 @@ class TurnDetector:
             self._paused = True
             self._pause_id += 1
             self._verdict = None
-            return TurnEvent("speech_pause", at=now, speech_ended_at=self._last_voiced_at, audio=self._trimmed_audio(),
-                             voiced_ms=self._voiced_frames * self.config.frame_ms, pause_id=self._pause_id)
+            return UserPaused(at=now, speech_ended_at=self._last_voiced_at, audio=self._trimmed_audio(),
+                              voiced_ms=self._voiced_frames * self.config.frame_ms, pause_id=self._pause_id)
         if len(self._utterance) >= self._max_frames:
             return self._finish(now, forced=True)
         return None
@@ -169,8 +205,6 @@ class TurnDetector:
         self._silence_run = 0
         self._voiced_frames = 0
         if voiced_ms < self.config.min_speech_ms:
-            return TurnEvent("speech_discarded", at=now, voiced_ms=voiced_ms)
-        return TurnEvent(
-            "speech_end", at=now, speech_ended_at=self._last_voiced_at, audio=audio,
-            voiced_ms=voiced_ms, forced=forced,
-        )
+            return UserSoundDiscarded(at=now, voiced_ms=voiced_ms)
+        return UserTurnEnded(at=now, speech_ended_at=self._last_voiced_at, audio=audio, voiced_ms=voiced_ms,
+                             forced=forced)
