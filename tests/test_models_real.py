@@ -140,17 +140,16 @@ def test_a_whisper_repetition_loop_is_cut_at_the_repeat():
 
 
 def test_short_transcripts_whisper_is_unsure_of_are_marked_unclear():
-    import dataclasses
-
     from agent.brains.cascade import mark_unclear
     from agent.config import load_config
 
-    asr = load_config(environ={}).asr
+    config = load_config(environ={})
+    asr = config.asr
     assert mark_unclear("Come on.", -1.4, asr) == "(unclear: Come on.)"
     assert mark_unclear("Stop.", -0.6, asr) == "Stop."  # sure enough
     long = "What is the capital of France?"
     assert mark_unclear(long, -1.4, asr) == long  # longer than unclear_max_words: a question, kept
-    assert mark_unclear("Come on.", -1.4, dataclasses.replace(asr, unclear_logprob=0.0)) == "Come on."
+    assert mark_unclear("Come on.", -1.4, config.replace(**{"asr.unclear_logprob": 0.0}).asr) == "Come on."
 
 
 async def test_hibari_answers_start_at_once_without_its_padding(cpu_voices):
