@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import logging
 import time
@@ -89,7 +88,7 @@ class AgentSession:
         self.conversation = brain.new_conversation(self.tools.prompt()) if self.tools else brain.new_conversation()
         # The end-of-turn model (shared); without it, or with turns.semantic off, silence alone decides.
         model = end_of_turn if config.turns.semantic else None
-        turns = config.turns if model is not None else dataclasses.replace(config.turns, semantic=False)
+        turns = config.turns if model is not None else config.replace(**{"turns.semantic": False}).turns
         self.user_turns = TurnDetector(turns, clock=clock)
         self.output = PcmQueue(max_samples=int(config.playout.max_queue_s * PLAYOUT_RATE))
         self.state: State = "listening"
