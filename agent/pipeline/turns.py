@@ -94,7 +94,7 @@ class TurnDetector:
         # `vad_end_offset`, `./dev.sh bench`).
         self._keep_tail = max(1, 40 // c.frame_ms)
         # A pause this long inside speech triggers speech_pause (0 = never); it must be at least
-        # the kept tail so the speculative audio is the same as the final one.
+        # the kept tail so the preemptive answer hears the same audio as the final turn.
         self._pause_frames = 0
         pause_ms = c.speculative_ms or (60 if c.semantic else 0)  # the end-of-turn model needs pauses too
         if pause_ms:

@@ -9,7 +9,7 @@ run with a timeout and cancelled with the turn.
 - `builtins`: the calculator and the clock.
 - `calls`: `ToolCall`, `ToolResult`, `ToolPrompt`, what passes between a brain and the tools.
 
-The flow within a turn (when the model asks, events, the apology) is `agent.turn.AnswerTurn`'s.
+The flow within a turn (when the model asks, events, the apology) is `agent.answer`'s (`PhraseProducer`, `ToolRounds`).
 """
 
 from .calls import ToolCall, ToolPrompt, ToolResult, ToolStatus
