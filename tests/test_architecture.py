@@ -1,6 +1,6 @@
 """The layout's rules, checked: no first-party import cycle; the agent imports no WebRTC (aiohttp
-only in its one HTTP client for remote engines); nothing imports the benchmark; every event type
-is documented in the README and handled by the page."""
+only in its one HTTP client for remote engines, PyAV only in its resampler); nothing imports the
+benchmark; every event type is documented in the README and handled by the page."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from agent.events import EVENTS, event_table
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agent", "signaling", "bench")
 HTTP_CLIENT_MODULE = "agent.runtime.openai_api"  # the one agent module that may import aiohttp (a client)
+RESAMPLER_MODULE = "agent.pipeline.audio"  # the one agent module that may import av: StreamResampler is PyAV's
 
 
 def module_name(path: Path) -> str:
@@ -93,6 +94,9 @@ def test_agent_imports_no_webrtc_and_nothing_imports_the_benchmark():
             # aiohttp only as the HTTP client of the OpenAI-compatible engines, in one module
             if name != HTTP_CLIENT_MODULE:
                 assert not re.search(r"^\s*(from|import) aiohttp\b", source, re.M), name
+            # PyAV for resampling only; what handles aiortc's frames belongs to signaling/
+            if name != RESAMPLER_MODULE:
+                assert not re.search(r"^\s*(from|import) av\b", source, re.M), name
         if name.startswith(("agent", "signaling")):
             assert not re.search(r"^\s*(from|import) bench\b", source, re.M), name
 
