@@ -99,6 +99,8 @@ def test_agent_imports_no_webrtc_and_nothing_imports_the_benchmark():
                 assert not re.search(r"^\s*(from|import) av\b", source, re.M), name
         if name.startswith(("agent", "signaling")):
             assert not re.search(r"^\s*(from|import) bench\b", source, re.M), name
+            # and keeps no helper of the benchmark's (bench_config lives in bench/runner.py)
+            assert not re.search(r"^(def|class) _?bench", source, re.M | re.I), name
 
 
 def test_readme_event_table_is_generated_from_the_event_types():
