@@ -1,6 +1,7 @@
 """The layout's rules, checked: no first-party import cycle; the agent imports no WebRTC (aiohttp
-only in its one HTTP client for remote engines, PyAV only in its resampler); nothing imports the
-benchmark; every event type is documented in the README and handled by the page."""
+only in its one HTTP client for remote engines, PyAV only in its resampler); agent/runtime/ sits
+below the brains, voices and tools; nothing imports the benchmark; every event type is
+documented in the README and handled by the page."""
 
 from __future__ import annotations
 
@@ -101,6 +102,17 @@ def test_agent_imports_no_webrtc_and_nothing_imports_the_benchmark():
             assert not re.search(r"^\s*(from|import) bench\b", source, re.M), name
             # and keeps no helper of the benchmark's (bench_config lives in bench/runner.py)
             assert not re.search(r"^(def|class) _?bench", source, re.M | re.I), name
+
+
+def test_runtime_sits_below_the_brains_voices_and_tools():
+    """agent/runtime/ runs models for the brains and voices (threads, the scheduler, model files,
+    the engines' HTTP client): it imports none of them, nor the tools (a `ToolCall` an engine
+    yields is `agent.runtime.tool_call`'s, re-exported by `agent.tools`)."""
+    above = ("agent.brains", "agent.voices", "agent.tools")
+    for name, imported in import_graph().items():
+        if name == "agent.runtime" or name.startswith("agent.runtime."):
+            wrong = sorted(m for m in imported if m.startswith(above))
+            assert not wrong, f"{name} imports {wrong}"
 
 
 def test_readme_event_table_is_generated_from_the_event_types():
