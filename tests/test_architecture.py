@@ -1,7 +1,7 @@
 """The layout's rules, checked: no first-party import cycle; the agent imports no WebRTC (aiohttp
 only in its one HTTP client for remote engines, PyAV only in its resampler); agent/runtime/ sits
 below the brains, voices and tools; nothing imports the benchmark; every event type is
-documented in the README and handled by the page."""
+documented in the README and handled by the page; BENCHMARKS.md is generated text only."""
 
 from __future__ import annotations
 
@@ -119,6 +119,21 @@ def test_readme_event_table_is_generated_from_the_event_types():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- events:begin -->\n", 1)[1].split("\n<!-- events:end -->", 1)[0]
     assert table == event_table(), "README's event table is stale: paste event_table() from agent/events.py"
+
+
+def test_benchmarks_md_is_written_from_the_committed_results():
+    """BENCHMARKS.md (and each run's page beside its results) is exactly what bench/standard.py
+    writes from the result files in docs/benchmarks/: no text in it that the generator did not write."""
+    from bench.report import markdown
+    from bench.standard import RESULTS, RUNS, benchmarks_markdown, load_bench_run
+
+    how = ("regenerate it with `./dev.sh bench --report`; after changing only how it is written: "
+           "python -c \"from bench.standard import benchmarks_markdown; "
+           "open('BENCHMARKS.md', 'w').write(benchmarks_markdown())\"")
+    assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks_markdown(RESULTS), "BENCHMARKS.md is not generated: " + how
+    for stem, _ in RUNS:
+        page = markdown(load_bench_run(RESULTS / f"{stem}.json"), f"{stem}.png", heading="#")
+        assert (RESULTS / f"{stem}.md").read_text() == page, f"docs/benchmarks/{stem}.md is not generated: " + how
 
 
 def test_the_web_page_handles_every_event_type():
