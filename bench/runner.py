@@ -18,11 +18,18 @@ from agent.config import Config
 from agent.models import AgentModels, load_models
 from agent.testing import stub_models
 from signaling.client import HeadlessClient
-from signaling.server import bench_config, loopback_config, running_server
+from signaling.server import loopback_config, running_server
 
 from .questions import ROOM_NOISE_DBFS, Question, questions_for
 from .report import print_run, write_run_files
 from .results import BenchRun, play_turn
+
+
+def bench_config(config: Config) -> Config:
+    """`loopback_config` for a benchmark: every caller comes from 127.0.0.1, so the per-address
+    cap (meant for strangers on a network) would refuse the bench's own callers."""
+    loopback = loopback_config(config)
+    return loopback.replace(**{"server.max_sessions_per_address": loopback.server.max_sessions})
 
 
 async def _call(url: str, config: Config, call: int, questions: list[Question], turns: int,

@@ -1,79 +1,65 @@
 """The standard benchmark set behind BENCHMARKS.md (`run.py bench --report`): each stage alone
-(the floor), whisper's encoder windows, the cascade over WebRTC, the stub pipeline, and ten stub
-calls at once; each run is written to docs/benchmarks/ and summarised in BENCHMARKS.md."""
+(the floor), whisper's encoder windows, the end-of-turn model, turn-taking, backchannels, callers
+at once, the cascade over WebRTC, the stub pipeline, and ten stub calls at once. Each result is
+written to docs/benchmarks/ (with report.json: the machine, the time, the config values quoted),
+and `benchmarks_markdown` writes BENCHMARKS.md from those files alone, so the committed page is
+what its committed results give (tests/test_architecture.py checks it)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from agent.config import Config
 from agent.testing import stub_models
 
-from .asr_windows import measure_windows, windows_markdown
-from .backchannels import backchannels_markdown, measure_backchannels
-from .end_of_turn import end_of_turn_markdown, measure_end_of_turn
+from .asr_windows import WindowResult, measure_windows, windows_markdown
+from .backchannels import BackchannelResult, backchannels_markdown, measure_backchannels
+from .end_of_turn import EndOfTurnResult, end_of_turn_markdown, measure_end_of_turn
 from .floor import FloorRow, floor_markdown, measure_floor
-from .turn_taking import measure_turn_taking, turn_taking_markdown
+from .turn_taking import TurnTakingResult, measure_turn_taking, turn_taking_markdown
 from .questions import questions_for
 from .report import REPO, write_json, machine_description, markdown, print_run, write_run_files
-from .results import BenchRun
+from .results import BenchRun, TurnResult
 from .runner import bench_in_process, load_real_models
-from .together import measure_together, together_markdown
+from .together import CallerTurn, TogetherRun, measure_together, together_markdown
 
-FINDINGS = """## What changed, and what each change was worth
-
-Each change was measured with `./dev.sh bench` (cascade, 6-10 turns, questions by six voices,
-the caller's room noise ~25 dB below them) before and after, on this 2-core machine; figures
-are voice-to-voice medians.
-
-- **A fast voice.** Kokoro-82M int8 needed ~300-500 ms for a first phrase on two cores (its
-  vocoder's 1-D convolutions are ~60% of it, already near what two cores can do). hibari, the
-  same `af_heart` voice distilled to ~6 M parameters, needs ~15 ms on one thread (floor table).
-  It pads every sentence with ~270 ms of silence before the words and ~400 ms after: trimmed to
-  10 ms before and 30 ms (inside a sentence) or 180 ms (at its end) after, or the listener
-  would wait for the silence and hear pauses between phrases.
-- **whisper in a 10 s window.** faster-whisper always encodes a 30 s window (~300 ms for a 2 s
-  question here). CTranslate2 takes shorter windows: the audio is padded with silence to 10 s
-  (or its length + 1 s) before the features, as whisper's training audio was. Windows of 6 s and
-  under make tiny.en repeat itself (WER table below); 10 s is the fastest that keeps the WER.
-- **One thread for the LLM's tokens, one for whisper.** Alone on idle cores llama.cpp decodes at
-  ~30-33 ms/token on 2 threads and ~40-42 on 1 (the floor table). In the pipeline, where the
-  transport, whisper, the end-of-turn model and the voice need a core too, 1 thread won: one
-  call 776 vs 917 ms voice-to-voice, four callers at once 1878 vs 2399 ms median (`--set
-  llm.threads=N`; prompts are still evaluated on 2). With the 10 s window whisper is faster on
-  one thread (~67 vs ~75 ms).
-- **One scheduler for every model step.** Earliest deadline first (when each caller would hear
-  silence), leases of the cores each step uses, libgomp's threads set to sleep instead of spin
-  (`OMP_WAIT_POLICY=PASSIVE`) and numpy's BLAS to one thread: with several calls the models
-  stopped stealing the cores from one another (`scripts/omp_wait_policy.py`,
-  `scripts/blas_threads.py`).
-- **Preemptive answers.** At a 60 ms pause the whole answer starts, held; when the turn ends
-  (200 ms of silence) with the same audio it is released at once. The transcript is then ready
-  before the end of the turn, and the LLM's first token ~170 ms after it.
-- **Semantic end of turn.** Smart Turn v3.2 (~30 ms a decision) runs at the same pause; a turn
-  ends after the 200 ms hangover only on a "complete" verdict. It adds no time when it says
-  complete (its verdict is in before the hangover is over); a finished question it calls
-  unfinished waits `turns.incomplete_silence_ms`. It must hear the voice up to its end: 100-200 ms
-  of silence after "What is the capital of" moved it from p=0.02 to p=0.77 ("complete").
-- **A room behind the caller.** The bench's callers now hear steady noise (hiss and rumble ~25 dB
-  below the voices) all the time. A noise burst that stopped dead made webrtcvad start a
-  false turn; noise that only surrounded each question held every turn open ~450 ms longer
-  (`vad_end_offset`), which an energy gate did not fix without splitting questions (measured and
-  dropped).
-- Together: 1984 ms (before this round) -> 1096 ms (hibari, 10 s window, 2 LLM threads; hibari's
-  padding untrimmed) -> ~740-760 ms (padding trimmed, preemptive answers; the same with the
-  end-of-turn model and room noise).
-
-What stands between this and 700 ms (moonshot), in the order to attack: the LLM (first token
-~200 ms after the transcript, then ~5 tokens for a 3-word first phrase at ~33 ms each: ~400 ms,
-more than half the total), whisper (~90 ms), webrtcvad's own ~100 ms of overhang before the
-pause is even seen, and the 60 ms pause that starts the preemptive answer.
-"""
+RESULTS = REPO / "docs" / "benchmarks"  # the result files BENCHMARKS.md is written from
+CONTEXT_FILE = "report.json"
+RUNS = (  # the runs over WebRTC, in the page's order: file stem (mode-cN), the command it stands for
+    ("cascade-c1", "python run.py bench --turns 10"),
+    ("stub-c1", "python run.py bench --stub --turns 20"),
+    ("stub-c10", "python run.py bench --stub --concurrency 10 --turns 5"),
+)
 
 
-def floor_vs_pipeline(config: Config, floor: list[FloorRow], run: BenchRun, stub: BenchRun) -> str:
+@dataclass
+class ReportContext:
+    """What BENCHMARKS.md says besides the results (docs/benchmarks/report.json): where and when
+    the set ran, the config values its text quotes, and which file holds the run with one caller
+    beyond capacity."""
+
+    machine: str
+    generated: str  # %Y-%m-%d %H:%M
+    llm_threads: int
+    voice_threads: int
+    asr_threads: int
+    hangover_ms: int
+    speculative_ms: int
+    beyond: str  # together-cN.json
+
+    @classmethod
+    def of(cls, config: Config, beyond: str) -> "ReportContext":
+        return cls(machine_description(), time.strftime("%Y-%m-%d %H:%M"), config.llm.threads,
+                   config.voice.threads, config.asr.threads, config.turns.hangover_ms,
+                   config.turns.speculative_ms, beyond)
+
+
+def floor_vs_pipeline(context: ReportContext, floor: list[FloorRow], run: BenchRun, stub: BenchRun) -> str:
     """Each stage alone (floor, the configured threads) beside what it adds in the pipeline."""
     def floor_ms(stage: str, setting: str = "") -> str:
         rows = [r for r in floor if r.stage.startswith(stage) and setting in r.setting]
@@ -88,14 +74,14 @@ def floor_vs_pipeline(config: Config, floor: list[FloorRow], run: BenchRun, stub
         values = [r.transport_ms for r in source.results if r.transport_ms is not None]
         return f"{statistics.median(values):.0f}" if values else "-"
 
-    llm = f"{config.llm.threads} thread(s)"
-    voice = f"{run.voice}, {config.voice.threads} thread(s)"
+    llm = f"{context.llm_threads} thread(s)"
+    voice = f"{run.voice}, {context.voice_threads} thread(s)"
     rows = [
         ("VAD decision, per 20 ms frame", floor_ms("VAD"), "-", "webrtcvad; its ~100 ms overhang shows as `vad_end_offset`"),
-        ("end of turn (hangover)", f"{config.turns.hangover_ms} (config)", add("turn_end", "speech_end"),
+        ("end of turn (hangover)", f"{context.hangover_ms} (config)", add("turn_end", "speech_end"),
          "a preemptive answer runs through it"),
-        ("ASR", floor_ms("ASR", f"{config.asr.threads} thread(s)"), add("transcript", "speech_end"),
-         f"from the last voiced frame; the preemptive answer starts {config.turns.speculative_ms} ms later"),
+        ("ASR", floor_ms("ASR", f"{context.asr_threads} thread(s)"), add("transcript", "speech_end"),
+         f"from the last voiced frame; the preemptive answer starts {context.speculative_ms} ms later"),
         ("LLM first token", floor_ms("LLM first token", llm), add("first_token", "transcript"), "after the transcript"),
         ("LLM per token (first phrase: ~4-6 tokens)", floor_ms("LLM per token", llm), add("first_phrase", "first_token"),
          "pipeline: first token -> first phrase cut"),
@@ -111,8 +97,9 @@ def floor_vs_pipeline(config: Config, floor: list[FloorRow], run: BenchRun, stub
 
 
 async def write_benchmarks_md(config: Config, turns_override: int | None = None) -> int:
-    """Run the standard set and rewrite BENCHMARKS.md with the figures."""
-    out_dir = REPO / "docs" / "benchmarks"
+    """Run the standard set, write each result into docs/benchmarks/, and rewrite BENCHMARKS.md
+    from those files (`benchmarks_markdown`)."""
+    out_dir = RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     floor = await asyncio.to_thread(measure_floor, config)
     print(floor_markdown(floor))
@@ -126,12 +113,11 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     backchannels = await measure_backchannels(config)
     write_json("backchannels.json", backchannels, out_dir)
 
-    runs: list[tuple[BenchRun, str]] = []
+    runs: list[BenchRun] = []
     models = await load_real_models(config)
     try:
         questions = await questions_for(config, [])
-        run = await bench_in_process(config, models, questions, turns_override or 10, 1, "cascade")
-        runs.append((run, "python run.py bench --turns 10"))
+        runs.append(await bench_in_process(config, models, questions, turns_override or 10, 1, "cascade"))
         together = await measure_together(config, models, questions, 4, turns_override or 3)
         write_json("together-c4.json", together, out_dir)
         beyond = await measure_together(config, models, questions, models.brain.capacity() + 1 if
@@ -140,35 +126,69 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     finally:
         models.close()
     stub_questions = await questions_for(None, [])
-    stub = await bench_in_process(config, stub_models(), stub_questions, turns_override or 20, 1, "stub")
-    runs.append((stub, "python run.py bench --stub --turns 20"))
-    crowd = await bench_in_process(config, stub_models(), stub_questions, turns_override or 5, 10, "stub")
-    runs.append((crowd, "python run.py bench --stub --concurrency 10 --turns 5"))
-
-    sections = []
-    for bench_run, command in runs:
-        paths = write_run_files(bench_run, out_dir)
+    runs.append(await bench_in_process(config, stub_models(), stub_questions, turns_override or 20, 1, "stub"))
+    runs.append(await bench_in_process(config, stub_models(), stub_questions, turns_override or 5, 10, "stub"))
+    for bench_run in runs:
+        write_run_files(bench_run, out_dir)
         print_run(bench_run)
-        sections.append(f"Command: `{command}` (inside `./dev.sh bench`, which adds the loopback-only network "
-                        f"namespace)\n\n" + markdown(bench_run, f"docs/benchmarks/{paths[2].name}"))
-    text = "\n".join([
+    write_json(CONTEXT_FILE, ReportContext.of(config, f"together-c{beyond.callers}.json"), out_dir)
+
+    (REPO / "BENCHMARKS.md").write_text(benchmarks_markdown(out_dir))
+    print(f"wrote {REPO / 'BENCHMARKS.md'}")
+    return 0
+
+
+# -- BENCHMARKS.md, from the result files alone -----------------------------------------------
+def load_bench_run(path: Path) -> BenchRun:
+    """A run as `write_run_files` wrote it ({"run": ..., "summary": ...})."""
+    data = json.loads(path.read_text())["run"]
+    data.pop("cpu_per_call_pct", None)  # a property of the run, written out for readers of the file
+    results = [TurnResult(**turn) for turn in data.pop("results")]
+    return BenchRun(**data, results=results)
+
+
+def load_together(path: Path) -> TogetherRun:
+    data = json.loads(path.read_text())
+    turns = [CallerTurn(**turn) for turn in data.pop("turns")]
+    return TogetherRun(**data, turns=turns)
+
+
+def benchmarks_markdown(results_dir: Path = RESULTS) -> str:
+    """BENCHMARKS.md, written from the files `write_benchmarks_md` leaves in `results_dir` (and
+    nothing else: tests/test_architecture.py checks that the committed file is this)."""
+    def load(name: str):
+        return json.loads((results_dir / name).read_text())
+
+    context = ReportContext(**load(CONTEXT_FILE))
+    floor = [FloorRow(**row) for row in load("floor.json")]
+    windows = [WindowResult(**row) for row in load("asr-windows.json")]
+    verdicts = [EndOfTurnResult(**row) for row in load("end-of-turn.json")]
+    turn_taking = TurnTakingResult(**load("turn-taking.json"))
+    backchannels = [BackchannelResult(**row) for row in load("backchannels.json")]
+    together = load_together(results_dir / "together-c4.json")
+    beyond = load_together(results_dir / context.beyond)
+    runs = {stem: load_bench_run(results_dir / f"{stem}.json") for stem, _ in RUNS}
+    sections = [f"Command: `{command}` (inside `./dev.sh bench`, which adds the loopback-only network "
+                f"namespace)\n\n" + markdown(runs[stem], f"docs/benchmarks/{stem}.png") for stem, command in RUNS]
+    return "\n".join([
         "# Benchmarks",
         "",
-        "Regenerate all of it with `./dev.sh bench --report` (or `python run.py bench --report`). All "
+        "Regenerate all of it with `./dev.sh bench --report` (or `python run.py bench --report`): it "
+        "writes each result into `docs/benchmarks/` and this page from those files alone. All "
         "traffic is on loopback (a network namespace holding only `lo`, ICE pinned to 127.0.0.1, no "
         "STUN). The client and the agent share one process, so CPU figures include both sides. Timings "
-        "on this shared machine vary 2-4x between runs: compare medians within one run.",
+        "on this shared machine vary 2-4x between runs: compare medians within one run. What each of "
+        "the CPU defaults was worth when it was chosen is in docs/DEPLOYMENT.md.",
         "",
-        f"Machine: {machine_description()}. Generated {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"Machine: {context.machine}. Generated {context.generated}.",
         "",
-        FINDINGS,
         "## Each stage alone, and in the pipeline",
         "",
         "`alone`: the stage timed by itself on idle cores with the configured threads (`./dev.sh bench "
         "--floor`); `in the pipeline`: the median time it added in the cascade run below (ms after the "
         "previous stage). The gap between the two columns is what the pipeline costs beyond its parts.",
         "",
-        floor_vs_pipeline(config, floor, run, stub),
+        floor_vs_pipeline(context, floor, runs["cascade-c1"], runs["stub-c1"]),
         "",
         "### The floor, every setting timed",
         "",
@@ -216,6 +236,3 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         "",
         *sections,
     ])
-    (REPO / "BENCHMARKS.md").write_text(text)
-    print(f"wrote {REPO / 'BENCHMARKS.md'}")
-    return 0

@@ -19,11 +19,11 @@ from agent.config import Config
 from agent.models import AgentModels
 from agent.runtime.scheduler import shared_scheduler
 from signaling.client import AUDIBLE_DBFS, HeadlessClient, OfferRefused
-from signaling.server import bench_config, running_server
+from signaling.server import running_server
 
 from .questions import ROOM_NOISE_DBFS, Question, questions_for
 from .report import write_json
-from .runner import load_real_models
+from .runner import bench_config, load_real_models
 
 FRAME_MS = 20
 

@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.config import IceConfig
-from agent.pipeline.audio import first_channel, rms_dbfs
+from agent.pipeline.audio import rms_dbfs
 from agent.pipeline.pcm_queue import PcmQueue, Segment
 
 from .aiortc_adjustments import set_jitter_prefetch
@@ -27,6 +28,14 @@ from .ice import rtc_configuration, use_host_addresses
 from .playout_track import PlayoutTrack
 
 AUDIBLE_DBFS = -45.0  # a received frame louder than this counts as agent speech
+
+
+def first_channel(frame: av.AudioFrame) -> np.ndarray:
+    """The first channel of a packed s16 frame (aiortc decodes Opus to packed stereo), no resampling."""
+    if frame.format.name != "s16":
+        raise ValueError(f"expected packed s16 audio, got {frame.format.name}")
+    channels = len(frame.layout.channels)
+    return frame.to_ndarray().reshape(-1)[::channels].copy()
 
 
 @dataclass

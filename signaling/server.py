@@ -51,13 +51,6 @@ def loopback_config(config: Config) -> Config:
     })
 
 
-def bench_config(config: Config) -> Config:
-    """`loopback_config` for a benchmark: every caller comes from 127.0.0.1, so the per-address
-    cap (meant for strangers on a network) would refuse the bench's own callers."""
-    loopback = loopback_config(config)
-    return loopback.replace(**{"server.max_sessions_per_address": loopback.server.max_sessions})
-
-
 class ClientErrorLog(logging.LoggerAdapter):
     """aiohttp's server log, with requests that do not parse as HTTP (a 4xx aiohttp answers
     itself: bad header bytes, over-long lines, an encoding it cannot decode) as one line with no

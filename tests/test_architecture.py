@@ -1,6 +1,7 @@
 """The layout's rules, checked: no first-party import cycle; the agent imports no WebRTC (aiohttp
-only in its one HTTP client for remote engines); nothing imports the benchmark; every event type
-is documented in the README and handled by the page."""
+only in its one HTTP client for remote engines, PyAV only in its resampler); agent/runtime/ sits
+below the brains, voices and tools; nothing imports the benchmark; every event type is
+documented in the README and handled by the page; BENCHMARKS.md is generated text only."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from agent.events import EVENTS, event_table
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agent", "signaling", "bench")
 HTTP_CLIENT_MODULE = "agent.runtime.openai_api"  # the one agent module that may import aiohttp (a client)
+RESAMPLER_MODULE = "agent.pipeline.audio"  # the one agent module that may import av: StreamResampler is PyAV's
 
 
 def module_name(path: Path) -> str:
@@ -93,14 +95,45 @@ def test_agent_imports_no_webrtc_and_nothing_imports_the_benchmark():
             # aiohttp only as the HTTP client of the OpenAI-compatible engines, in one module
             if name != HTTP_CLIENT_MODULE:
                 assert not re.search(r"^\s*(from|import) aiohttp\b", source, re.M), name
+            # PyAV for resampling only; what handles aiortc's frames belongs to signaling/
+            if name != RESAMPLER_MODULE:
+                assert not re.search(r"^\s*(from|import) av\b", source, re.M), name
         if name.startswith(("agent", "signaling")):
             assert not re.search(r"^\s*(from|import) bench\b", source, re.M), name
+            # and keeps no helper of the benchmark's (bench_config lives in bench/runner.py)
+            assert not re.search(r"^(def|class) _?bench", source, re.M | re.I), name
+
+
+def test_runtime_sits_below_the_brains_voices_and_tools():
+    """agent/runtime/ runs models for the brains and voices (threads, the scheduler, model files,
+    the engines' HTTP client): it imports none of them, nor the tools (a `ToolCall` an engine
+    yields is `agent.runtime.tool_call`'s, re-exported by `agent.tools`)."""
+    above = ("agent.brains", "agent.voices", "agent.tools")
+    for name, imported in import_graph().items():
+        if name == "agent.runtime" or name.startswith("agent.runtime."):
+            wrong = sorted(m for m in imported if m.startswith(above))
+            assert not wrong, f"{name} imports {wrong}"
 
 
 def test_readme_event_table_is_generated_from_the_event_types():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- events:begin -->\n", 1)[1].split("\n<!-- events:end -->", 1)[0]
     assert table == event_table(), "README's event table is stale: paste event_table() from agent/events.py"
+
+
+def test_benchmarks_md_is_written_from_the_committed_results():
+    """BENCHMARKS.md (and each run's page beside its results) is exactly what bench/standard.py
+    writes from the result files in docs/benchmarks/: no text in it that the generator did not write."""
+    from bench.report import markdown
+    from bench.standard import RESULTS, RUNS, benchmarks_markdown, load_bench_run
+
+    how = ("regenerate it with `./dev.sh bench --report`; after changing only how it is written: "
+           "python -c \"from bench.standard import benchmarks_markdown; "
+           "open('BENCHMARKS.md', 'w').write(benchmarks_markdown())\"")
+    assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks_markdown(RESULTS), "BENCHMARKS.md is not generated: " + how
+    for stem, _ in RUNS:
+        page = markdown(load_bench_run(RESULTS / f"{stem}.json"), f"{stem}.png", heading="#")
+        assert (RESULTS / f"{stem}.md").read_text() == page, f"docs/benchmarks/{stem}.md is not generated: " + how
 
 
 def test_the_web_page_handles_every_event_type():

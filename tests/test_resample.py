@@ -50,7 +50,7 @@ def test_float_input_is_converted():
 
 
 def test_first_channel_of_packed_stereo():
-    from agent.pipeline.audio import first_channel
+    from signaling.client import first_channel
 
     left = np.arange(960, dtype=np.int16)
     stereo = np.stack([left, -left], axis=1).reshape(1, -1)

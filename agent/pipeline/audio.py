@@ -60,14 +60,6 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return 20.0 * float(np.log10(rms)) if rms > 0 else float("-inf")
 
 
-def first_channel(frame: av.AudioFrame) -> np.ndarray:
-    """The first channel of a packed s16 frame (aiortc decodes Opus to packed stereo), no resampling."""
-    if frame.format.name != "s16":
-        raise ValueError(f"expected packed s16 audio, got {frame.format.name}")
-    channels = len(frame.layout.channels)
-    return frame.to_ndarray().reshape(-1)[::channels].copy()
-
-
 def trim_silence(samples: np.ndarray, rate: int, threshold: float = 0.01, pad_ms: int = 20) -> np.ndarray:
     """Cut leading and trailing near-silence (below `threshold` of full scale), keeping `pad_ms`."""
     loud = np.flatnonzero(np.abs(samples.astype(np.float32)) > threshold * 32767)

@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-from agent.tools.calls import ToolCall
+from .tool_call import ToolCall
 
 log = logging.getLogger(__name__)
 

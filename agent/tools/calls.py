@@ -4,6 +4,9 @@ A brain makes `ToolCall`s from whatever its model produced (OpenAI `tool_calls`,
 `<tool_call>` markup, ...); the tool box runs them and gives back `ToolResult`s, which the brain
 hands to the model in its own format. Arguments stay the model's raw JSON text until the tool box
 parses and validates them, so every brain gets the same checks and error messages.
+
+`ToolCall` itself is defined below the tools, in `agent.runtime.tool_call` (the engines' HTTP
+client yields them), and is the same class here.
 """
 
 from __future__ import annotations
@@ -11,19 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+from agent.runtime.tool_call import ToolCall
+
 # ok: the tool ran and returned; invalid: the arguments did not match the schema (or were not
 # JSON); unknown: no tool by that name; error: the tool raised; timeout: it ran past
 # tools.timeout_s; cancelled: the user spoke over the answer while it ran.
 ToolStatus = Literal["ok", "invalid", "unknown", "error", "timeout", "cancelled"]
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """The model asks for tool `name` with `arguments` (a JSON object, as text)."""
-
-    id: str  # unique within the conversation; OpenAI's `tool_call_id` where the engine gives one
-    name: str
-    arguments: str = "{}"
 
 
 @dataclass(frozen=True)
