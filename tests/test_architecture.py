@@ -140,3 +140,47 @@ def test_the_web_page_handles_every_event_type():
     app_js = (ROOT / "web" / "app.js").read_text()
     handled = set(re.findall(r'case "([a-z_]+)":', app_js))
     assert {cls.type for cls in EVENTS} <= handled, {cls.type for cls in EVENTS} - handled
+
+
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+DOCUMENTED_PACKAGES = ("agent", "signaling")
+
+
+def named_paths(text: str) -> set[str]:
+    """Repository paths the text names in backticks (`agent/session/session.py`, `bench/`)."""
+    found = set()
+    for token in re.findall(r"`([^`\s]+)`", text):
+        token = token.split(":")[0].rstrip(".,")
+        if "/" in token and re.fullmatch(r"[\w./-]+", token) and token.split("/")[0] in {
+                "agent", "signaling", "bench", "web", "tests", "docs", "config", "scripts", "examples"}:
+            found.add(token)
+    return found
+
+
+def test_every_file_architecture_md_names_exists():
+    missing = sorted(p for p in named_paths(ARCHITECTURE.read_text()) if not (ROOT / p).exists())
+    assert not missing, f"docs/ARCHITECTURE.md names files that do not exist: {missing}"
+
+
+def test_architecture_md_names_every_module_of_the_agent_and_signaling():
+    named = named_paths(ARCHITECTURE.read_text())
+    modules = [p.relative_to(ROOT).as_posix() for pkg in DOCUMENTED_PACKAGES for p in (ROOT / pkg).rglob("*.py")
+               if "__pycache__" not in p.parts]
+    # An __init__.py that only re-exports (or is empty) is its package; one with code of its own
+    # (a registry) is a module to name.
+    unnamed = [m for m in modules
+               if m not in named and not (m.endswith("__init__.py") and not has_code((ROOT / m).read_text()))]
+    assert not unnamed, f"docs/ARCHITECTURE.md does not name: {unnamed}"
+
+
+def has_code(source: str) -> bool:
+    """Does a module define anything (beyond a docstring, imports and __all__)?"""
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__all__"]:
+            continue
+        return True
+    return False
