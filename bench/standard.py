@@ -1,12 +1,14 @@
 """The standard benchmark set behind BENCHMARKS.md (`run.py bench --report`): each stage alone
 (the floor), whisper's encoder windows, the cascade over WebRTC, the stub pipeline, and ten stub
-calls at once; each run is written to docs/benchmarks/ and summarised in BENCHMARKS.md."""
+calls at once; each run is written to docs/benchmarks/ and summarised in BENCHMARKS.md. The
+findings section of BENCHMARKS.md is written by hand: a new report keeps it as it stands."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
 import time
+from pathlib import Path
 
 from agent.config import Config
 from agent.testing import stub_models
@@ -22,55 +24,18 @@ from .results import BenchRun
 from .runner import bench_in_process, load_real_models
 from .together import measure_together, together_markdown
 
-FINDINGS = """## What changed, and what each change was worth
+FINDINGS_HEADING = "## What changed, and what each change was worth"
 
-Each change was measured with `./dev.sh bench` (cascade, 6-10 turns, questions by six voices,
-the caller's room noise ~25 dB below them) before and after, on this 2-core machine; figures
-are voice-to-voice medians.
 
-- **A fast voice.** Kokoro-82M int8 needed ~300-500 ms for a first phrase on two cores (its
-  vocoder's 1-D convolutions are ~60% of it, already near what two cores can do). hibari, the
-  same `af_heart` voice distilled to ~6 M parameters, needs ~15 ms on one thread (floor table).
-  It pads every sentence with ~270 ms of silence before the words and ~400 ms after: trimmed to
-  10 ms before and 30 ms (inside a sentence) or 180 ms (at its end) after, or the listener
-  would wait for the silence and hear pauses between phrases.
-- **whisper in a 10 s window.** faster-whisper always encodes a 30 s window (~300 ms for a 2 s
-  question here). CTranslate2 takes shorter windows: the audio is padded with silence to 10 s
-  (or its length + 1 s) before the features, as whisper's training audio was. Windows of 6 s and
-  under make tiny.en repeat itself (WER table below); 10 s is the fastest that keeps the WER.
-- **One thread for the LLM's tokens, one for whisper.** Alone on idle cores llama.cpp decodes at
-  ~30-33 ms/token on 2 threads and ~40-42 on 1 (the floor table). In the pipeline, where the
-  transport, whisper, the end-of-turn model and the voice need a core too, 1 thread won: one
-  call 776 vs 917 ms voice-to-voice, four callers at once 1878 vs 2399 ms median (`--set
-  llm.threads=N`; prompts are still evaluated on 2). With the 10 s window whisper is faster on
-  one thread (~67 vs ~75 ms).
-- **One scheduler for every model step.** Earliest deadline first (when each caller would hear
-  silence), leases of the cores each step uses, libgomp's threads set to sleep instead of spin
-  (`OMP_WAIT_POLICY=PASSIVE`) and numpy's BLAS to one thread: with several calls the models
-  stopped stealing the cores from one another (`scripts/omp_wait_policy.py`,
-  `scripts/blas_threads.py`).
-- **Preemptive answers.** At a 60 ms pause the whole answer starts, held; when the turn ends
-  (200 ms of silence) with the same audio it is released at once. The transcript is then ready
-  before the end of the turn, and the LLM's first token ~170 ms after it.
-- **Semantic end of turn.** Smart Turn v3.2 (~30 ms a decision) runs at the same pause; a turn
-  ends after the 200 ms hangover only on a "complete" verdict. It adds no time when it says
-  complete (its verdict is in before the hangover is over); a finished question it calls
-  unfinished waits `turns.incomplete_silence_ms`. It must hear the voice up to its end: 100-200 ms
-  of silence after "What is the capital of" moved it from p=0.02 to p=0.77 ("complete").
-- **A room behind the caller.** The bench's callers now hear steady noise (hiss and rumble ~25 dB
-  below the voices) all the time. A noise burst that stopped dead made webrtcvad start a
-  false turn; noise that only surrounded each question held every turn open ~450 ms longer
-  (`vad_end_offset`), which an energy gate did not fix without splitting questions (measured and
-  dropped).
-- Together: 1984 ms (before this round) -> 1096 ms (hibari, 10 s window, 2 LLM threads; hibari's
-  padding untrimmed) -> ~740-760 ms (padding trimmed, preemptive answers; the same with the
-  end-of-turn model and room noise).
-
-What stands between this and 700 ms (moonshot), in the order to attack: the LLM (first token
-~200 ms after the transcript, then ~5 tokens for a 3-word first phrase at ~33 ms each: ~400 ms,
-more than half the total), whisper (~90 ms), webrtcvad's own ~100 ms of overhang before the
-pause is even seen, and the 60 ms pause that starts the preemptive answer.
-"""
+def hand_written_findings(benchmarks_md: Path) -> str:
+    """The findings section of an existing BENCHMARKS.md (its heading up to the next `## `), as
+    it was written by hand: the report keeps it and writes no findings of its own ("" if none)."""
+    text = benchmarks_md.read_text() if benchmarks_md.exists() else ""
+    start = text.find(FINDINGS_HEADING)
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start)
+    return text[start:end] if end >= 0 else text[start:]
 
 
 def floor_vs_pipeline(config: Config, floor: list[FloorRow], run: BenchRun, stub: BenchRun) -> str:
@@ -113,6 +78,7 @@ def floor_vs_pipeline(config: Config, floor: list[FloorRow], run: BenchRun, stub
 async def write_benchmarks_md(config: Config, turns_override: int | None = None) -> int:
     """Run the standard set and rewrite BENCHMARKS.md with the figures."""
     out_dir = REPO / "docs" / "benchmarks"
+    findings = hand_written_findings(REPO / "BENCHMARKS.md")
     out_dir.mkdir(parents=True, exist_ok=True)
     floor = await asyncio.to_thread(measure_floor, config)
     print(floor_markdown(floor))
@@ -161,7 +127,7 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         "",
         f"Machine: {machine_description()}. Generated {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
-        FINDINGS,
+        *([findings] if findings else []),
         "## Each stage alone, and in the pipeline",
         "",
         "`alone`: the stage timed by itself on idle cores with the configured threads (`./dev.sh bench "
