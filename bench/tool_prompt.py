@@ -60,7 +60,7 @@ async def first_token_s(chat: cascade.LlamaChat, messages: list[dict], tools) ->
 async def measure(config: Config) -> dict:
     paths = ensure_files((cascade.LLM_GGUF,), resolve_cache_dir(config.models.cache_dir), progress=False)
     chat = cascade.LlamaChat(paths[cascade.LLM_GGUF.relpath], config.llm)
-    brain = cascade.CascadeBrain(GivenText(), chat, config.brain)  # type: ignore[arg-type]
+    brain = cascade.CascadeBrain(GivenText(), [chat], config.brain)  # type: ignore[arg-type]
     box = toolbox_for(config)
     prompt = box.prompt()
     try:

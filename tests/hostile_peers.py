@@ -8,13 +8,12 @@ its sending costs the test's event loop nothing): valid Opus RTP as fast as its 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import sys
 
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs.g711 import PcmuEncoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -22,50 +21,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from agent.testing import vowel_sound
 from signaling.ice import use_host_addresses
 
-RATE = 48000
-FRAME = 960  # 20 ms at 48 kHz
-TIME_BASE = fractions.Fraction(1, RATE)
+from .helpers import FRAME, RATE, TIME_BASE, audio_frame, new_pc
+
 PCMU = 0  # the static RTP payload type of G.711 mu-law
-
-
-def audio_frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(samples.astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = RATE
-    frame.pts = pts
-    frame.time_base = TIME_BASE
-    return frame
-
-
-class PacedTrack(MediaStreamTrack):
-    """20 ms frames from a buffer (silence when empty), one every `interval_s` (0.02: real time)."""
-
-    kind = "audio"
-
-    def __init__(self, interval_s: float = 0.02) -> None:
-        super().__init__()
-        self.interval_s = interval_s
-        self.buffer = np.zeros(0, dtype=np.int16)
-        self._pts = 0
-        self._start: float | None = None
-        self._sent = 0
-
-    def say(self, samples_48k: np.ndarray) -> None:
-        self.buffer = np.concatenate([self.buffer, samples_48k.astype(np.int16)])
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        await asyncio.sleep(max(0.0, self._start + self._sent * self.interval_s - loop.time()))
-        self._sent += 1
-        chunk, self.buffer = self.buffer[:FRAME], self.buffer[FRAME:]
-        samples = np.zeros(FRAME, dtype=np.int16)
-        samples[:len(chunk)] = chunk
-        frame = audio_frame(samples, self._pts)
-        self._pts += FRAME
-        return frame
 
 
 class FloodTrack(MediaStreamTrack):
@@ -113,10 +71,6 @@ async def call(url: str, pc: RTCPeerConnection, timeout_s: float = 10.0) -> dict
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
     await asyncio.wait_for(connected.wait(), timeout_s)
     return body
-
-
-def new_pc() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
 
 
 class PayloadTypeSwitch:

@@ -14,14 +14,14 @@ import zlib
 from dataclasses import dataclass
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from agent.config import load_config
 from agent.testing import stub_models
 from signaling.app import REGISTRY
-from signaling.ice import use_host_addresses
 from signaling.offer import OfferError, OfferPolicy, check_sdp_offer
 from signaling.server import loopback_config, running_server
+
+from .helpers import offer_sdp
 
 TOKEN = "adversarial-token"
 AUTH = f"Bearer {TOKEN}"
@@ -30,20 +30,7 @@ CLOSED = -1      # "status" of a connection the server closed without a response
 
 
 def make_offer(video: int = 0, channel: bool = True) -> str:
-    async def make():
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("audio")
-        for _ in range(video):
-            pc.addTransceiver("video")
-        if channel:
-            pc.createDataChannel("events")
-        with use_host_addresses(["127.0.0.1"]):
-            await pc.setLocalDescription(await pc.createOffer())
-        sdp = pc.localDescription.sdp
-        await pc.close()
-        return sdp
-
-    return asyncio.run(make())
+    return asyncio.run(offer_sdp(video=video, channel=channel, host_addresses=["127.0.0.1"]))
 
 
 BASE = make_offer()          # audio + data channel, one loopback host candidate each

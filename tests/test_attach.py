@@ -9,32 +9,15 @@ import time
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.events import EVENTS, to_json
 from agent.pipeline.pcm_queue import PcmQueue
 from signaling.playout_track import PlayoutTrack
 from signaling import AttachedAgent, agent_for_track, apply_host_addresses, attach_agent, rtc_configuration
 
+from .helpers import LOUD_RMS, ListeningPeer, of_type, rms, wait_until
+
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
-
-LOUD_RMS = 200  # ~ -44 dBFS
-
-
-def rms(frame) -> float:
-    return float(np.sqrt(np.mean(frame.to_ndarray().astype(np.float64) ** 2)))
-
-
-async def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.perf_counter() + timeout_s
-    while not predicate():
-        if time.perf_counter() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def of_type(events: list[dict], kind: str) -> list[dict]:
-    return [e for e in events if e.get("type") == kind]
 
 
 def collect(into: list[dict]):
@@ -45,47 +28,19 @@ def collect(into: list[dict]):
     return on_event
 
 
-class Caller:
+class Caller(ListeningPeer):
     """The far end of the call: a microphone track, a listener for what comes back, and a
     connected-state flag."""
 
     def __init__(self, pc: RTCPeerConnection) -> None:
-        self.pc = pc
+        super().__init__(pc)
         self.mic_queue = PcmQueue()
         self.mic = PlayoutTrack(self.mic_queue)
-        self.heard: list[tuple[float, float]] = []
-        self.connected = asyncio.Event()
-        self._reader: asyncio.Task | None = None
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._reader = asyncio.ensure_future(self._listen(track))
-
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState == "connected":
-                self.connected.set()
-
-    async def _listen(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                self.heard.append((time.perf_counter(), rms(frame)))
-        except MediaStreamError:
-            pass
 
     def say(self, samples: np.ndarray) -> asyncio.Event:
         done = asyncio.Event()
         self.mic_queue.push(samples, on_done=lambda _segment, _played: done.set())
         return done
-
-    def loud_after(self, t: float) -> int:
-        return sum(1 for at, level in self.heard if at > t and level > LOUD_RMS)
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        await self.pc.close()
 
 
 async def ask(caller: Caller, agent: AttachedAgent, events: list[dict], question: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from agent.events import to_json
 from agent.session import AgentSession
 from agent.testing import ScriptedBrain, ScriptedConversation, ToneVoice
 
+from .helpers import free_port
 from .synth import voiced
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,12 +77,6 @@ async def test_a_slow_but_steady_model_is_not_cut_off():
     await asyncio.wait_for(drain(session, turn), 30)
     assert [e["outcome"] for e in events if e["type"] == "timeline"] == ["answered"]
     await session.close()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.models

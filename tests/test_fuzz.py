@@ -14,6 +14,8 @@ from agent.config import load_config
 from agent.testing import stub_models
 from signaling.server import loopback_config, running_server
 
+from .helpers import offer_sdp
+
 EXAMPLES = 1000
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -62,18 +64,7 @@ def agent():
 
 @pytest.fixture(scope="module")
 def base_sdp():
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    async def make():
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("audio")
-        pc.createDataChannel("events")
-        await pc.setLocalDescription(await pc.createOffer())
-        sdp = pc.localDescription.sdp
-        await pc.close()
-        return sdp
-
-    return asyncio.run(make())
+    return asyncio.run(offer_sdp(channel=True))
 
 
 def request(agent, method, path, body=None, content_type=None, headers=None):

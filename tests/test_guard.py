@@ -4,7 +4,6 @@ import asyncio
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from agent.config import load_config
 from signaling.app import REGISTRY
@@ -13,16 +12,9 @@ from signaling.server import loopback_config, running_server
 from signaling.guard import Admission, RateLimiter, Rejected
 from signaling.client import HeadlessClient
 
+from .helpers import offer_sdp
+
 TOKEN = "s3cret-token"
-
-
-async def fresh_offer() -> str:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 def guarded_config(**overrides):
@@ -78,7 +70,7 @@ async def test_token_origin_and_content_checks_over_http():
     config = guarded_config()
     async with running_server(config, stub_models()) as server:
         url = server.url
-        sdp = await fresh_offer()
+        sdp = await offer_sdp()
         body = {"sdp": sdp, "type": "offer"}
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{url}/offer", json=body) as resp:
@@ -115,7 +107,7 @@ async def test_beyond_max_sessions_is_503_and_the_existing_call_goes_on():
         await first.connect(url)
         await first.wait_event(lambda e: e.get("type") == "hello", 10)
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/offer", json={"sdp": await fresh_offer(), "type": "offer"}) as resp:
+            async with http.post(f"{url}/offer", json={"sdp": await offer_sdp(), "type": "offer"}) as resp:
                 assert resp.status == 503
                 assert int(resp.headers["Retry-After"]) > 0
                 assert "limit of 1" in (await resp.json())["error"]
@@ -132,18 +124,18 @@ async def test_duplicate_rate_limited_and_late_offers():
     async with running_server(config, stub_models()) as server:
         url = server.url
         app = server.app
-        sdp = await fresh_offer()
+        sdp = await offer_sdp()
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{url}/offer", json={"sdp": sdp, "type": "offer"}) as resp:
                 assert resp.status == 200
             async with http.post(f"{url}/offer", json={"sdp": sdp, "type": "offer"}) as resp:
                 assert resp.status == 409 and "already answered" in (await resp.json())["error"]
-            async with http.post(f"{url}/offer", json={"sdp": await fresh_offer(), "type": "offer"}) as resp:
+            async with http.post(f"{url}/offer", json={"sdp": await offer_sdp(), "type": "offer"}) as resp:
                 assert resp.status == 200
-            async with http.post(f"{url}/offer", json={"sdp": await fresh_offer(), "type": "offer"}) as resp:
+            async with http.post(f"{url}/offer", json={"sdp": await offer_sdp(), "type": "offer"}) as resp:
                 assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
             await app[REGISTRY].close_all()
-            async with http.post(f"{url}/offer", json={"sdp": await fresh_offer(), "type": "offer"}) as resp:
+            async with http.post(f"{url}/offer", json={"sdp": await offer_sdp(), "type": "offer"}) as resp:
                 assert resp.status == 503 and "shutting down" in (await resp.json())["error"]
 
 
@@ -181,7 +173,7 @@ async def test_a_call_beyond_capacity_gets_503_with_retry_after_and_health_repor
             async with http.get(f"{server.url}/healthz") as resp:
                 health = await resp.json()
                 assert health["load"] == 1.0 and health["capacity"] == 1 and health["sessions"] == 1
-            async with http.post(f"{server.url}/offer", json={"sdp": await fresh_offer(), "type": "offer"}) as resp:
+            async with http.post(f"{server.url}/offer", json={"sdp": await offer_sdp(), "type": "offer"}) as resp:
                 assert resp.status == 503 and resp.headers["Retry-After"] == "7"
                 assert "at capacity" in (await resp.json())["error"]
             async with http.get(f"{server.url}/metrics") as resp:

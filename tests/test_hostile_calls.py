@@ -19,7 +19,8 @@ from signaling.app import REGISTRY
 from signaling.client import HeadlessClient
 from signaling.server import loopback_config, running_server
 
-from .hostile_peers import PacedTrack, PayloadTypeSwitch, call, new_pc, speech
+from .helpers import PacedTrack, new_pc, wait_until
+from .hostile_peers import PayloadTypeSwitch, call, speech
 
 pytestmark = pytest.mark.loopback
 REPO = Path(__file__).resolve().parent.parent
@@ -36,13 +37,6 @@ def hostile_config(**overrides):
 async def server():
     async with running_server(hostile_config(), stub_models()) as running:
         yield running
-
-
-async def until(predicate, timeout_s, what):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def server_peer(server, session_id):
@@ -100,10 +94,10 @@ async def test_video_is_declined_with_port_0_and_never_decoded(server):
     video = [t for t in peer.pc.getTransceivers() if t.kind == "video"]
     assert [t.currentDirection for t in video] == ["inactive"]
     mic.say(speech(1200))
-    await until(lambda: "speech_start" in heard, 10, "the agent to hear the caller over the audio section")
+    await wait_until(lambda: "speech_start" in heard, 10, "the agent to hear the caller over the audio section")
     assert not [t for t in threading.enumerate() if t.name == "video-decoder"]
     await pc.close()
-    await until(lambda: len(server.app[REGISTRY]) == 0, 10, "the peer to be released")
+    await wait_until(lambda: len(server.app[REGISTRY]) == 0, 10, "the peer to be released")
 
 
 async def test_a_payload_type_switch_mid_call_keeps_the_agent_listening(server):
@@ -120,8 +114,8 @@ async def test_a_payload_type_switch_mid_call_keeps_the_agent_listening(server):
     await asyncio.sleep(0.5)  # Opus (48 kHz stereo once decoded) flows first
     switch = PayloadTypeSwitch(transceiver.sender)
     switch.switch(speech(1500))  # then PCMU (8 kHz mono): the inbound resampler must follow
-    await until(lambda: "speech_start" in heard, 10, "the agent to hear speech sent as PCMU")
-    await until(lambda: "timeline" in heard, 20, "the agent to answer it")
+    await wait_until(lambda: "speech_start" in heard, 10, "the agent to hear speech sent as PCMU")
+    await wait_until(lambda: "timeline" in heard, 20, "the agent to answer it")
     assert switch.rewritten > 20
     assert peer.id in server.app[REGISTRY].peers  # the call is still up
     await pc.close()
@@ -137,10 +131,10 @@ async def test_packets_without_payload_do_not_deafen_the_agent(server):
     peer.agent.add_event_listener(lambda e: heard.append(e.type))
     rewrite = PayloadTypeSwitch(transceiver.sender)
     rewrite.empty = True  # empty RTP payloads: aiortc's decoder would take one as "flush" and fail ever after
-    await until(lambda: rewrite.rewritten > 10, 5, "empty packets to be sent")
+    await wait_until(lambda: rewrite.rewritten > 10, 5, "empty packets to be sent")
     rewrite.empty = False
     mic.say(speech(1500))
-    await until(lambda: "speech_start" in heard, 10, "the agent to hear speech after the empty packets")
+    await wait_until(lambda: "speech_start" in heard, 10, "the agent to hear speech after the empty packets")
     await pc.close()
 
 
@@ -152,7 +146,7 @@ async def test_a_peer_that_never_connects_is_released_and_frees_its_slot(server)
     assert status == 200
     await pc.close()  # the answer is never applied
     assert registry.admission.active == 1
-    await until(lambda: len(registry) == 0, 10, "the half-open peer to be released")
+    await wait_until(lambda: len(registry) == 0, 10, "the half-open peer to be released")
     assert registry.admission.active == 0
 
 
@@ -162,7 +156,7 @@ async def test_a_connected_peer_that_sends_no_audio_is_released(server):
     pc.addTransceiver("audio", direction="sendrecv")  # no track: nothing is ever sent
     body = await call(server.url, pc)
     assert server_peer(server, body["session"]) is not None
-    await until(lambda: server_peer(server, body["session"]) is None, 10, "the silent peer to be released")
+    await wait_until(lambda: server_peer(server, body["session"]) is None, 10, "the silent peer to be released")
     assert registry.admission.active == 0
     await pc.close()
 
@@ -171,7 +165,7 @@ async def test_a_peer_sending_a_packet_every_few_seconds_is_released(server):
     pc = new_pc()
     pc.addTransceiver(PacedTrack(interval_s=1.0), direction="sendrecv")  # 20 ms of audio a second
     body = await call(server.url, pc)
-    await until(lambda: server_peer(server, body["session"]) is None, 10, "the sparse peer to be released")
+    await wait_until(lambda: server_peer(server, body["session"]) is None, 10, "the sparse peer to be released")
     await pc.close()
 
 
@@ -194,8 +188,8 @@ async def test_only_the_first_events_channel_gets_events_and_extra_channels_are_
     first.on("message", lambda m: got["first"].append(m))
     second.on("message", lambda m: got["second"].append(m))
     await call(server.url, pc)
-    await until(lambda: got["first"], 10, "the hello on the first events channel")
-    await until(lambda: second.readyState == "closed" and other.readyState == "closed", 10,
+    await wait_until(lambda: got["first"], 10, "the hello on the first events channel")
+    await wait_until(lambda: second.readyState == "closed" and other.readyState == "closed", 10,
                 "the extra channels to be closed")
     assert got["second"] == []
     await pc.close()
@@ -208,11 +202,11 @@ async def test_a_peer_past_the_data_channel_receive_window_is_released(server, c
     pc.createDataChannel("events")
     body = await call(server.url, pc)
     peer = server_peer(server, body["session"])
-    await until(lambda: peer.pc.sctp is not None and peer.pc.sctp.state == "connected", 10, "SCTP to connect")
+    await wait_until(lambda: peer.pc.sctp is not None and peer.pc.sctp.state == "connected", 10, "SCTP to connect")
     # What aiortc's SCTP does when a peer sends fragments beyond the advertised window: it counts
     # the window below zero and buffers them anyway.
     peer.pc.sctp._advertised_rwnd = -1
-    await until(lambda: server_peer(server, body["session"]) is None, 5, "the peer to be released")
+    await wait_until(lambda: server_peer(server, body["session"]) is None, 5, "the peer to be released")
     assert "beyond the receive window" in caplog.text
     await pc.close()
 
@@ -224,7 +218,7 @@ async def test_too_many_data_channels_end_the_call():
         for i in range(4):
             pc.createDataChannel(f"c{i}")
         body = await call(server.url, pc)
-        await until(lambda: server_peer(server, body["session"]) is None, 10, "the peer to be released")
+        await wait_until(lambda: server_peer(server, body["session"]) is None, 10, "the peer to be released")
         await pc.close()
 
 
@@ -233,7 +227,7 @@ async def test_the_longest_call_is_released():
         pc = new_pc()
         pc.addTransceiver(PacedTrack(), direction="sendrecv")
         body = await call(server.url, pc)
-        await until(lambda: server_peer(server, body["session"]) is None, 10, "the long call to be released")
+        await wait_until(lambda: server_peer(server, body["session"]) is None, 10, "the long call to be released")
         await pc.close()
 
 
@@ -270,7 +264,7 @@ async def test_a_peer_flooding_rtp_does_not_stall_another_call():
         flooder = subprocess.Popen([sys.executable, "-m", "tests.hostile_peers", "flood", server.url, "4"],
                                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            await until(lambda: len(registry) == 2, 20, "the flooder to connect")
+            await wait_until(lambda: len(registry) == 2, 20, "the flooder to connect")
             flood_peer = next(p for p in list(registry.peers.values()) if p.id != victim.session_id)
             stats = registry.get(victim.session_id).agent.outbound.stats
             stats.recent_lateness_s.clear()

@@ -10,19 +10,9 @@ from agent.pipeline.audio import StreamResampler
 from signaling.client import AUDIBLE_DBFS, HeadlessClient
 
 from .conftest import ARTIFACTS, save_wav
+from .helpers import connected_client, is_type
 
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
-
-
-def is_type(kind, **fields):
-    return lambda e: e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
-
-
-async def connected_client(config, agent_url):
-    client = HeadlessClient(config.ice)
-    await client.connect(agent_url)
-    await client.wait_event(is_type("hello"), 10)
-    return client
 
 
 async def transcribe_48k(models, audio_48k):

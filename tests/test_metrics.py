@@ -10,11 +10,9 @@ from signaling.client import HeadlessClient
 from agent.events import BargeIn, StateChanged, TurnError, TurnFinished
 from signaling.metrics import AgentMetrics
 
+from .helpers import is_type
+
 STAGES = ("turn_end", "transcript", "first_token", "first_phrase", "first_pcm", "first_frame")
-
-
-def is_type(kind, **fields):
-    return lambda e: e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
 
 
 def parse(text: str) -> dict[tuple[str, tuple], float]:

@@ -8,23 +8,14 @@ import threading
 from agent.testing import stub_models
 from bench.soak import rss_mb, soak
 from signaling.server import running_server
-from signaling.client import HeadlessClient
 
-
-async def wait_until(predicate, timeout_s=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
+from .helpers import connected_client, wait_until
 
 
 async def one_call(url, config, registry):
-    client = HeadlessClient(config.ice)
-    await client.connect(url)
-    await client.wait_event(lambda e: e.get("type") == "hello", 10)
+    client = await connected_client(config, url)
     await client.close()
-    await wait_until(lambda: len(registry) == 0)
+    await wait_until(lambda: len(registry) == 0, 10.0, "the peer to be released", poll_s=0.02)
 
 
 def snapshot(registry):

@@ -19,9 +19,10 @@ from agent.models import AgentModels
 from agent.pipeline.audio import StreamResampler
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 from agent.voices.base import render
-from signaling.client import AUDIBLE_DBFS, HeadlessClient
+from signaling.client import AUDIBLE_DBFS
 
 from .conftest import ARTIFACTS, save_wav
+from .helpers import connected_client, is_type, wait_until
 from .llama_server import LlamaServer
 
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
@@ -30,10 +31,6 @@ KEY_VARIABLE = "VOICE_AGENT_TEST_ENGINE_KEY"
 DISCONNECTED = "Disconnected from client"  # llama_cpp.server's log line when a client leaves mid-stream
 STORYTELLER = ("You are a storyteller in a live spoken conversation. Whatever you are asked, answer with a long "
                "story of at least twenty sentences. Plain words only.")
-
-
-def is_type(kind, **fields):
-    return lambda e: e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
 
 
 @pytest.fixture(scope="module")
@@ -102,21 +99,6 @@ def say(remote_models):
         return cache[text]
 
     return make
-
-
-async def connected_client(config, url):
-    client = HeadlessClient(config.ice)
-    await client.connect(url)
-    await client.wait_event(is_type("hello"), 10)
-    return client
-
-
-async def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_the_engine_answers_and_stops_generating_when_the_stream_is_closed(engine, remote_models):

@@ -21,7 +21,7 @@ from agent.testing import ToneVoice
 from agent.voices import choose_voice, voice_kind
 
 from .engine_doubles import FailingEngine
-from .llama_server import free_port
+from .helpers import free_port
 from .synth import voiced
 
 pytestmark = pytest.mark.loopback

@@ -22,6 +22,7 @@ from agent.tools.calls import ToolResult
 from agent.tools.toolbox import toolbox_for
 
 from .engine_doubles import ToolCallingEngineDouble
+from .helpers import of_type
 from .synth import voiced
 
 pytestmark = pytest.mark.loopback
@@ -30,10 +31,6 @@ pytestmark = pytest.mark.loopback
 def openai_config(url: str, **extra):
     return load_config(environ={}, overrides={"brain.kind": "openai", "openai.base_url": url + "/v1",
                                               "openai.transcription": "remote", **extra})
-
-
-def of_type(events, kind):
-    return [e for e in events if e["type"] == kind]
 
 
 async def run_turn(session, start: float = 0.0, timeout: float = 20.0):

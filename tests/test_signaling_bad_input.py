@@ -4,22 +4,13 @@ import json
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from signaling.app import OfferError, parse_offer
 
 from .conftest import VIDEO_ONLY_SDP
+from .helpers import offer_sdp
 
 pytestmark = pytest.mark.models  # the server runs with its real models
-
-async def datachannel_only_offer():
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
-    pc.createDataChannel("events")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
 
 @pytest.mark.parametrize("body,needle", [
     (b"", "empty body"),
@@ -45,7 +36,7 @@ async def test_malformed_offers_get_400_with_a_message(agent_url, body, needle):
 
 async def test_offer_without_audio_is_rejected(agent_url):
     async with aiohttp.ClientSession() as http:
-        for sdp in (VIDEO_ONLY_SDP, await datachannel_only_offer()):
+        for sdp in (VIDEO_ONLY_SDP, await offer_sdp(audio=False, channel=True)):
             async with http.post(f"{agent_url}/offer", json={"sdp": sdp, "type": "offer"}) as resp:
                 assert resp.status == 400
                 assert "no audio" in (await resp.json())["error"]
@@ -61,11 +52,7 @@ async def test_oversized_body_is_refused(agent_url, config):
 
 
 async def test_parse_offer_accepts_a_real_audio_offer():
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
+    sdp = await offer_sdp()
     assert parse_offer(('{"sdp": %s, "type": "offer"}' % json.dumps(sdp)).encode()).type == "offer"
     with pytest.raises(OfferError, match="no DTLS fingerprint"):  # the same offer, unsecurable
         parse_offer(json.dumps({"sdp": sdp.replace("a=fingerprint:", "a=x-fingerprint:"), "type": "offer"}).encode())

@@ -6,91 +6,35 @@ answer, talks and listens over aiortc, then DELETEs the resource.
 """
 
 import asyncio
-import fractions
 import time
 
 import aiohttp
-import av
-import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import RTCSessionDescription
 from yarl import URL
 
 from signaling.ice import use_host_addresses
 
 from .conftest import VIDEO_ONLY_SDP
+from .helpers import LOUD_RMS, ListeningPeer, PacedTrack, new_pc
 
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
 
-RATE = 48000
-FRAME = RATE // 50  # 20 ms
-LOUD_RMS = 200  # ~ -44 dBFS: a received frame louder than this carries speech
 
-class SpeechTrack(MediaStreamTrack):
-    """Microphone stand-in: 20 ms s16 mono 48 kHz frames from a buffer (silence when it is
-    empty), paced in real time with asyncio."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.buffer = np.zeros(0, dtype=np.int16)
-        self.drained = asyncio.Event()
-        self.drained.set()
-        self._pts = 0
-        self._start: float | None = None
-
-    def say(self, samples: np.ndarray) -> None:
-        self.buffer = np.concatenate([self.buffer, samples.astype(np.int16)])
-        self.drained.clear()
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        await asyncio.sleep(max(0.0, self._start + self._pts / RATE - loop.time()))
-        chunk, self.buffer = self.buffer[:FRAME], self.buffer[FRAME:]
-        if len(self.buffer) == 0:
-            self.drained.set()  # the last of the buffer goes out in this frame
-        samples = np.zeros(FRAME, dtype=np.int16)
-        samples[:len(chunk)] = chunk
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        self._pts += FRAME
-        return frame
-
-
-class WhipClient:
+class WhipClient(ListeningPeer):
     """RFC 9725 section 4.2: one HTTP POST sets the session up, one DELETE tears it down. No
     trickle ICE: aiortc puts every candidate in the offer before it is sent."""
 
     def __init__(self, http: aiohttp.ClientSession, endpoint: str) -> None:
+        super().__init__(new_pc())  # heard: (arrival time, rms) of every received frame
         self.http = http
         self.endpoint = URL(endpoint)
         self.resource: URL | None = None
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
-        self.mic = SpeechTrack()
-        self.heard: list[tuple[float, float]] = []  # (arrival time, rms) of every received frame
-        self.connected = asyncio.Event()
-        self._reader: asyncio.Task | None = None
+        self.mic = PacedTrack()
 
     async def publish(self) -> aiohttp.ClientResponse:
         pc = self.pc
         pc.addTransceiver(self.mic, direction="sendrecv")  # sendrecv: we want to hear the agent
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._reader = asyncio.ensure_future(self._listen(track))
-
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState == "connected":
-                self.connected.set()
 
         # Tests run in a namespace that holds only `lo`, which aioice skips: offer 127.0.0.1.
         with use_host_addresses(["127.0.0.1"]):
@@ -109,20 +53,6 @@ class WhipClient:
         assert self.resource is not None
         async with self.http.delete(self.resource) as resp:
             return resp.status
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        await self.pc.close()
-
-    async def _listen(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                samples = frame.to_ndarray().astype(np.float64)
-                self.heard.append((time.perf_counter(), float(np.sqrt(np.mean(samples ** 2)))))
-        except MediaStreamError:
-            pass
 
 
 async def sessions(http: aiohttp.ClientSession, agent_url: str) -> int:
