@@ -9,6 +9,7 @@ from agent.events import to_json
 from agent.session import AgentSession
 from agent.testing import ScriptedBrain, ToneVoice
 
+from .helpers import wait_until
 from .synth import silence, voiced
 
 
@@ -24,17 +25,10 @@ async def pull_frames(session, n):
     return [session.output.pull(960) for _ in range(n)]
 
 
-async def wait_for(predicate, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
-
-
 async def test_a_turn_streams_phrases_in_order_and_records_its_timeline():
     session, events = make_session()
     turn = session.start_answer(voiced(800), speech_end=0.0, turn_end=0.3)
-    await wait_for(lambda: session.output.queued_samples > 0)
+    await wait_until(lambda: session.output.queued_samples > 0, 5.0, poll_s=0.005)
     # Drain the queue as the playout track would; the turn ends when everything was played.
     while not turn.task.done():
         session.output.pull(960)
@@ -54,7 +48,7 @@ async def test_a_turn_streams_phrases_in_order_and_records_its_timeline():
 async def test_barge_in_flushes_at_once_and_keeps_only_the_played_text():
     session, events = make_session()
     session.start_answer(voiced(800), speech_end=0.0, turn_end=0.3)
-    await wait_for(lambda: session.output.queued_samples > 48000)
+    await wait_until(lambda: session.output.queued_samples > 48000, 5.0, poll_s=0.005)
     frames = await pull_frames(session, 30)  # 0.6 s of the answer was played
     assert all(audible for _, audible in frames)
     session.barge_in()
@@ -75,7 +69,7 @@ async def test_user_speech_through_the_turn_detector_starts_a_turn_and_interrupt
     pcm = np.concatenate([silence(300), voiced(700), silence(500)])
     for event in session.user_turns.feed(pcm.tobytes()):
         session.on_turn_event(event)
-    await wait_for(lambda: session.output.queued_samples > 0)
+    await wait_until(lambda: session.output.queued_samples > 0, 5.0, poll_s=0.005)
     assert session.turn_count == 1
     # A short sound over the agent: playout pauses at once, nothing is lost, then it resumes.
     feed(session, voiced(200, seed=9))  # (webrtcvad's overhang adds ~100 ms of voiced time)
@@ -88,7 +82,7 @@ async def test_user_speech_through_the_turn_detector_starts_a_turn_and_interrupt
     assert interruptions == [{"type": "interruption", "turn": 1, "outcome": "resumed", "reason": "too short", "heard": ""}]
     # Real words over the agent: the answer stops, and the new words are answered.
     feed(session, np.concatenate([voiced(1200, seed=5), silence(500)]))
-    await wait_for(lambda: session.barge_ins == 1)
+    await wait_until(lambda: session.barge_ins == 1, 5.0, poll_s=0.005)
     assert [e["outcome"] for e in events if e["type"] == "interruption"] == ["resumed", "confirmed"]
     assert session.turn_count == 2
     await session.close()
@@ -112,7 +106,7 @@ async def test_a_brain_failure_is_an_error_event_and_the_session_goes_on():
     assert session.state == "listening"
     session.conversation = good
     turn = session.start_answer(voiced(500), 0.0, 0.3)
-    await wait_for(lambda: session.output.queued_samples > 0)
+    await wait_until(lambda: session.output.queued_samples > 0, 5.0, poll_s=0.005)
     session.output.flush()
     await session.close()
 
@@ -155,7 +149,7 @@ async def test_a_preemptive_answer_is_discarded_when_the_user_goes_on():
     assert session.output.queued_samples == 0
     assert not [e for e in events if e["type"] in ("transcript", "agent_text", "timeline")]
     feed(session, silence(900))  # now the turn ends: one answer, to the whole utterance
-    await wait_for(lambda: session.output.queued_samples > 0)
+    await wait_until(lambda: session.output.queued_samples > 0, 5.0, poll_s=0.005)
     assert session.turn_count == 1
     assert session.preemptions["hits"] == 1  # the second pause's answer was the one used
     assert [m[0] for m in session.conversation.history] == ["user"]
@@ -245,12 +239,12 @@ async def test_a_backchannel_over_the_agent_pauses_the_answer_then_it_resumes_in
     session = AgentSession(load_config(environ={}), HearsMmHmm(), ToneVoice(),
                            send_event=lambda e: events.append(to_json(e)))
     feed(session, np.concatenate([silence(300), voiced(700), silence(500)]))
-    await wait_for(lambda: session.output.queued_samples > 48000)
+    await wait_until(lambda: session.output.queued_samples > 48000, 5.0, poll_s=0.005)
     session.output.pull(960 * 10)  # a little of the answer has been heard
     queued = session.output.queued_samples
     feed(session, np.concatenate([voiced(600, seed=11), silence(500)]))  # "mm-hmm" over the agent
     assert session.output.paused
-    await wait_for(lambda: not session.output.paused)
+    await wait_until(lambda: not session.output.paused, 5.0, poll_s=0.005)
     assert [e for e in events if e["type"] == "interruption"][-1]["reason"] == "backchannel"
     assert session.output.queued_samples >= queued  # nothing lost: it goes on where it paused
     assert session.barge_ins == 0 and session.turn_count == 1

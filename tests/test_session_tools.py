@@ -17,6 +17,7 @@ from agent.tools import ToolCall
 from agent.tools.builtins import calculator_tool
 from agent.tools.toolbox import ToolBox, toolbox_for
 
+from .helpers import of_type
 from .synth import silence, voiced
 
 APOLOGY = load_config(environ={}).tools.apology
@@ -42,10 +43,6 @@ async def play_out(session, turn, timeout=10.0):
         assert asyncio.get_running_loop().time() < deadline, "the turn did not finish"
         session.output.pull(960)
         await asyncio.sleep(0.001)
-
-
-def of_type(events, kind):
-    return [e for e in events if e["type"] == kind]
 
 
 def spoken(events):
