@@ -149,11 +149,12 @@ def test_the_history_keeps_used_tool_rounds_and_forgets_rolled_back_ones():
     history.add_tool_round("", [ToolCall("c3", "calculator", "{}")], [ToolResult(call, "ok", "10")])
     assert history.record_agent_reply("  ")
     assert history.messages[-1] == {"role": "user", "content": "and five plus five"}
-    # Tool rounds do not count against history_turns, and the history starts with a user turn.
+    # An exchange is a user turn and all that follows it (tool rounds too): after a reply
+    # history_turns - 1 stay, starting with a user turn.
     history.begin_reply()
     history.add_user("bye")
     history.record_agent_reply("Bye.")
-    assert [m["content"] for m in history.messages] == ["and five plus five", "bye", "Bye."]
+    assert [m["content"] for m in history.messages] == ["bye", "Bye."]
 
 
 def test_audio_mode_refuses_tools_at_start_up_saying_what_to_change():
