@@ -10,12 +10,12 @@ import json
 import pytest
 
 from agent.brains import brain_kind
-from agent.brains.base import ToolsUnsupported
+from agent.brains.base import ToolsUnsupported, check_tools
 from agent.brains.chat_history import ChatHistory
 from agent.config import load_config
 from agent.events import to_json
 from agent.runtime.openai_api import EngineProtocolError, ToolCallGatherer
-from agent.session import AgentSession, check_tools
+from agent.session import AgentSession
 from agent.testing import ToneVoice
 from agent.tools import ToolCall
 from agent.tools.calls import ToolResult

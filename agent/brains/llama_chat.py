@@ -33,10 +33,13 @@ LLM_GGUF = ModelFile(  # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, split over 22 wheel
 
 def template_messages(messages: list[dict]) -> list[dict]:
     """`messages` as the chat template wants them: each tool call's arguments as an object."""
-    return [{**message, "tool_calls": [{**call, "function": {**call["function"],
-                                                               "arguments": _json_object(call["function"]["arguments"])}}
-                                       for call in message["tool_calls"]]}
-            if message.get("tool_calls") else message for message in messages]
+    return [_with_object_arguments(m) if m.get("tool_calls") else m for m in messages]
+
+
+def _with_object_arguments(message: dict) -> dict:
+    calls = [{**call, "function": {**call["function"], "arguments": _json_object(call["function"]["arguments"])}}
+             for call in message["tool_calls"]]
+    return {**message, "tool_calls": calls}
 
 
 def _json_object(arguments: str) -> dict:

@@ -43,8 +43,8 @@ from agent.config import BrainConfig, Config, OpenAIConfig
 from agent.pipeline.audio import wav_bytes
 from agent.runtime.openai_api import OpenAIClient, api_key_from_env
 
-from .base import (Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, ToolsUnsupported,
-                   TranscriptCallback)
+from .base import (Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, TranscriptCallback,
+                   check_tools)
 from .chat_history import ChatHistory, persona
 from .whisper_asr import WHISPER_FILES, WhisperTranscriber, whisper_dir
 
@@ -96,9 +96,7 @@ class OpenAICompatibleBrain(Brain):
 
     def new_conversation(self, tools: ToolPrompt | None = None) -> "OpenAICompatibleConversation":
         tools = tools if tools is not None and tools.specs else None
-        if tools is not None and not self.supports_tools:
-            raise ToolsUnsupported("the openai brain calls tools only in openai.mode = text (set tools.builtin = [] "
-                                   "and tools.custom = [], or openai.mode = text)")
+        check_tools(self, tools)
         return OpenAICompatibleConversation(self, tools)
 
     def request(self, messages: list[dict], max_tokens: int | None = None, tools: ToolPrompt | None = None,
