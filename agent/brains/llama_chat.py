@@ -64,6 +64,8 @@ class LlamaChat:
             n_threads_batch=config.batch_threads,
             verbose=False,
         )
+        # Each step leases llm.threads cores, also the one that evaluates the prompt on
+        # llm.batch_threads threads (the exception in agent/runtime/scheduler.py's docstring).
         self.thread = ModelThread(name, cores=config.threads)
         # Pieces the LLM may produce ahead of the reader before it pauses (backpressure).
         self.max_ahead = 1
