@@ -172,3 +172,11 @@ def test_audio_mode_refuses_tools_at_start_up_saying_what_to_change():
     text_brain = brain_kind("openai").load(openai_config("http://127.0.0.1:9"), {})
     assert text_brain.supports_tools
     text_brain.close()
+
+
+def test_loading_the_models_refuses_tools_the_brain_cannot_call():
+    from agent.models import load_models
+
+    config = openai_config("http://127.0.0.1:9", **{"openai.mode": "audio"})
+    with pytest.raises(ToolsUnsupported, match="the openai brain cannot call tools.*openai.mode = text"):
+        load_models(config, progress=False)  # refused once, right after the brain loads
