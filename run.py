@@ -122,10 +122,8 @@ def setup_logging(level: str) -> None:
 
 async def _serve(config: Config) -> None:
     from agent.models import load_models
-    from agent.tools.toolbox import toolbox_for
     from signaling.server import serve_until_signalled
 
-    toolbox_for(config)  # a tools.custom entry that cannot be imported or described fails before the models load
     models = await asyncio.to_thread(load_models, config, sys.stderr.isatty())
     try:
         await models.warm_up()

@@ -15,13 +15,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from agent.brains import BRAINS, brain_kind, choose_brain
-from agent.brains.base import Brain
+from agent.brains.base import Brain, check_tools
 from agent.config import Config
 from agent.pipeline.end_of_turn import MODEL as END_OF_TURN_MODEL, SmartTurn
 from agent.runtime.model_files import ModelFile, ensure_files, resolve_cache_dir
 from agent.runtime.scheduler import configure_shared_scheduler
 from agent.tools.calls import ToolPrompt
-from agent.tools.toolbox import toolbox_for
+from agent.tools.toolbox import ToolBox, toolbox_for
 from agent.voices import VOICES, choose_voice, voice_kind
 from agent.voices.base import Voice
 
@@ -34,7 +34,12 @@ class AgentModels:
     voice: Voice
     load_s: float
     end_of_turn: SmartTurn | None = None  # turns.semantic
-    tools: ToolPrompt | None = None  # the tools every conversation has by config (warmed with the brain)
+    toolbox: ToolBox | None = None  # the tools config turns on, made and checked against the brain once at loading
+
+    @property
+    def tools(self) -> ToolPrompt | None:
+        """What the brain is told about the configured tools (warmed with the brain), None without tools."""
+        return self.toolbox.prompt() if self.toolbox else None
 
     async def warm_up(self) -> None:
         await self.brain.warm_up(self.tools)
@@ -81,9 +86,11 @@ def all_model_files(config: Config) -> tuple[ModelFile, ...]:
 
 
 def load_models(config: Config, progress: bool = True) -> AgentModels:
-    """Assemble/verify the model files, then load brain and voice. Raises ModelFileError or
-    VoxtralUnavailable with a message that says how to fix it."""
+    """Make the configured tools, assemble/verify the model files, then load brain and voice.
+    Raises ModelFileError, VoxtralUnavailable, ToolDefinitionError or ToolsUnsupported (tools on
+    for a brain that cannot call them) with a message that says how to fix it."""
     started = time.perf_counter()
+    toolbox = toolbox_for(config)  # a tools.custom entry that cannot be imported or described fails before any model loads
     # llama.cpp and CTranslate2 run on libgomp, whose idle threads spin before they sleep: with
     # several LLM slots taking turns, each slot's spinning threads steal the cores from the one
     # working. Two slots alternating tokens on 2 cores: 60-104 ms a token PASSIVE, 125-2500 ms by
@@ -103,6 +110,11 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     paths = ensure_files(required_files(config, brain_name, voice_name), resolve_cache_dir(config.models.cache_dir),
                          progress)
     brain = brain_kind(brain_name).load(config, paths)
+    try:
+        check_tools(brain, toolbox)
+    except BaseException:
+        brain.close()
+        raise
     voice = voice_kind(voice_name).load(config, paths)
     end_of_turn = None
     if config.turns.semantic:
@@ -110,6 +122,4 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     load_s = time.perf_counter() - started
     log.info("models ready in %.2fs (brain=%s, voice=%s, end of turn=%s)", load_s, brain.name, voice.name,
              "smart-turn" if end_of_turn else "silence only")
-    toolbox = toolbox_for(config)
-    tools = toolbox.prompt() if toolbox and brain.supports_tools else None
-    return AgentModels(brain, voice, load_s, end_of_turn, tools)
+    return AgentModels(brain, voice, load_s, end_of_turn, toolbox if toolbox else None)

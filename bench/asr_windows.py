@@ -12,7 +12,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from agent.brains import cascade
+from agent.brains import whisper_asr
 from agent.config import Config
 from agent.pipeline.transcripts import word_error_rate as wer
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
@@ -53,11 +53,11 @@ async def measure_windows(config: Config, windows=WINDOWS_S, texts=TEXTS) -> lis
     finally:
         for voice in voices.values():
             voice.close()
-    paths = ensure_files(cascade.WHISPER_FILES, resolve_cache_dir(config.models.cache_dir), progress=False)
+    paths = ensure_files(whisper_asr.WHISPER_FILES, resolve_cache_dir(config.models.cache_dir), progress=False)
     results = []
     for window in windows:
         asr = config.replace(**{"asr.window_s": window}).asr
-        transcriber = cascade.WhisperTranscriber(cascade.whisper_dir(paths), asr)
+        transcriber = whisper_asr.WhisperTranscriber(whisper_asr.whisper_dir(paths), asr)
         times, errors, worst = [], [], (0.0, "")
         for clip in clips:
             audio = clip.speech  # noise before the words, as the VAD's pre-roll would keep

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.brains import cascade
+from agent.brains import whisper_asr
 from agent.config import Config
 from agent.pipeline.transcripts import is_only_filler
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
@@ -48,11 +48,11 @@ async def measure_backchannels(config: Config, rounds: int = len(SPEAKERS)) -> l
     finally:
         for voice in voices.values():
             voice.close()
-    paths = ensure_files(cascade.WHISPER_FILES, resolve_cache_dir(config.models.cache_dir), progress=False)
+    paths = ensure_files(whisper_asr.WHISPER_FILES, resolve_cache_dir(config.models.cache_dir), progress=False)
     results = []
     for threshold in (0.0, config.asr.unclear_logprob):
         asr = config.replace(**{"asr.unclear_logprob": threshold}).asr
-        transcriber = cascade.WhisperTranscriber(cascade.whisper_dir(paths), asr)
+        transcriber = whisper_asr.WhisperTranscriber(whisper_asr.whisper_dir(paths), asr)
         result = BackchannelResult(threshold)
         for is_backchannel, clip in clips:
             heard = transcriber.transcribe_blocking(clip.speech)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.brains import cascade
+from agent.brains import cascade, llama_chat, whisper_asr
 from agent.config import Config
 from agent.pipeline.turns import TurnDetector
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
@@ -64,7 +64,7 @@ def _vad(config: Config) -> FloorRow:
 
 def _asr(config: Config, paths, audio: np.ndarray, threads: int) -> FloorRow:
     asr = config.replace(**{"asr.threads": threads}).asr
-    transcriber = cascade.WhisperTranscriber(cascade.whisper_dir(paths), asr)
+    transcriber = whisper_asr.WhisperTranscriber(whisper_asr.whisper_dir(paths), asr)
     transcriber.transcribe_blocking(audio)
     median, low = _timed(lambda: transcriber.transcribe_blocking(audio))
     transcriber.thread.shutdown()
@@ -74,7 +74,7 @@ def _asr(config: Config, paths, audio: np.ndarray, threads: int) -> FloorRow:
 
 def _llm(config: Config, paths, threads: int) -> list[FloorRow]:
     llm = config.replace(**{"llm.threads": threads}).llm
-    chat = cascade.LlamaChat(paths[cascade.LLM_GGUF.relpath], llm)
+    chat = llama_chat.LlamaChat(paths[llama_chat.LLM_GGUF.relpath], llm)
     system = {"role": "system", "content": config.brain.system_prompt}
     chat.warm_blocking([system, {"role": "user", "content": ""}])
     first, per_token = [], []

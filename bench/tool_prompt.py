@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from agent.brains import cascade
+from agent.brains import cascade, llama_chat
 from agent.config import Config
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 from agent.tools import ToolCall
@@ -48,7 +48,7 @@ class GivenText:
         return self.text
 
 
-async def first_token_s(chat: cascade.LlamaChat, messages: list[dict], tools) -> float:
+async def first_token_s(chat: llama_chat.LlamaChat, messages: list[dict], tools) -> float:
     started = time.perf_counter()
     async with contextlib.aclosing(chat.stream(messages, tools)) as pieces:
         async for piece in pieces:
@@ -58,8 +58,8 @@ async def first_token_s(chat: cascade.LlamaChat, messages: list[dict], tools) ->
 
 
 async def measure(config: Config) -> dict:
-    paths = ensure_files((cascade.LLM_GGUF,), resolve_cache_dir(config.models.cache_dir), progress=False)
-    chat = cascade.LlamaChat(paths[cascade.LLM_GGUF.relpath], config.llm)
+    paths = ensure_files((llama_chat.LLM_GGUF,), resolve_cache_dir(config.models.cache_dir), progress=False)
+    chat = llama_chat.LlamaChat(paths[llama_chat.LLM_GGUF.relpath], config.llm)
     brain = cascade.CascadeBrain(GivenText(), [chat], config.brain)  # type: ignore[arg-type]
     box = toolbox_for(config)
     prompt = box.prompt()
@@ -114,7 +114,7 @@ async def measure(config: Config) -> dict:
             "calculator_chosen_unforced": {"chosen": chose, "of": len(CHOICE)}}
 
 
-def _render(chat: cascade.LlamaChat, messages: list[dict], tools) -> str:
+def _render(chat: llama_chat.LlamaChat, messages: list[dict], tools) -> str:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     llm = chat._llm

@@ -14,7 +14,7 @@ fi
 TURNS="${1:-5}"
 PY=.venv/bin/python
 GGUF=$("$PY" -c "
-from agent.brains.cascade import LLM_GGUF
+from agent.brains.llama_chat import LLM_GGUF
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
 print(ensure_files((LLM_GGUF,), resolve_cache_dir(''), progress=False)[LLM_GGUF.relpath])")
 PORT=8765

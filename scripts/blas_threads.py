@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from agent.brains import cascade
+from agent.brains import whisper_asr
 from agent.config import load_config
 from agent.pipeline.end_of_turn import MODEL, SmartTurn
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
@@ -22,8 +22,8 @@ if "--one" in sys.argv:
 
     threadpool_limits(limits=1, user_api="blas")
 config = load_config()
-paths = ensure_files(cascade.WHISPER_FILES + (MODEL,), resolve_cache_dir(config.models.cache_dir), progress=False)
-asr = cascade.WhisperTranscriber(cascade.whisper_dir(paths), config.asr)
+paths = ensure_files(whisper_asr.WHISPER_FILES + (MODEL,), resolve_cache_dir(config.models.cache_dir), progress=False)
+asr = whisper_asr.WhisperTranscriber(whisper_asr.whisper_dir(paths), config.asr)
 verdicts = SmartTurn(paths[MODEL.relpath])
 audio = np.random.default_rng(0).normal(0, 3000, 32000).astype(np.int16)  # 2 s
 asr.transcribe_blocking(audio)

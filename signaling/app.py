@@ -14,10 +14,10 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
+from agent.brains.base import check_tools
 from agent.config import Config
 from agent.models import AgentModels
 from agent.runtime.model_thread import stuck_models
-from agent.session import check_tools
 from agent.tools.toolbox import toolbox_for
 
 from .guard import Rejected, security_middleware

@@ -132,7 +132,7 @@ async def test_a_rolled_back_reply_leaves_no_trace_in_the_history(models, spoken
     assert [m["role"] for m in conversation.history] == ["user", "assistant"]
 
 def test_a_whisper_repetition_loop_is_cut_at_the_repeat():
-    from agent.brains.cascade import drop_repetition
+    from agent.brains.whisper_asr import drop_repetition
 
     assert drop_repetition("Why is the sea salty? Why is the sea salty? Why") == "Why is the sea salty?"
     assert drop_repetition("Tell me more, tell me more about it.") == "Tell me more, tell me more about it."
@@ -140,7 +140,7 @@ def test_a_whisper_repetition_loop_is_cut_at_the_repeat():
 
 
 def test_short_transcripts_whisper_is_unsure_of_are_marked_unclear():
-    from agent.brains.cascade import mark_unclear
+    from agent.brains.whisper_asr import mark_unclear
     from agent.config import load_config
 
     config = load_config(environ={})
@@ -171,10 +171,10 @@ async def test_a_runaway_transcript_is_fitted_to_the_llms_context(models):
     chat = brain.chat
     budget = chat.config.context_tokens - chat.config.max_tokens
     conversation = brain.new_conversation()
-    conversation.history += [{"role": "user", "content": "Tell me about the moon."},
-                             {"role": "assistant", "content": "The moon orbits the earth. " * 40}]
+    conversation.history.extend([{"role": "user", "content": "Tell me about the moon."},
+                                 {"role": "assistant", "content": "The moon orbits the earth. " * 40}])
     conversation.history.append({"role": "user", "content": "and then the rain kept falling " * 400})
-    conversation._fit_context()
+    conversation.chat_history.fit()
     assert [m["role"] for m in conversation.history] == ["user"]  # the old exchange went first
     assert conversation.history[0]["content"].startswith("and then the rain kept falling")
     prompt = [brain.system_message(None), *conversation.history]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from agent.brains import brain_kind
-from agent.brains.cascade import LLM_GGUF
+from agent.brains.llama_chat import LLM_GGUF
 from agent.models import AgentModels
 from agent.pipeline.audio import StreamResampler
 from agent.runtime.model_files import ensure_files, resolve_cache_dir

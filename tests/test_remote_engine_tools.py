@@ -10,12 +10,12 @@ import json
 import pytest
 
 from agent.brains import brain_kind
-from agent.brains.base import ToolsUnsupported
+from agent.brains.base import ToolsUnsupported, check_tools
 from agent.brains.chat_history import ChatHistory
 from agent.config import load_config
 from agent.events import to_json
 from agent.runtime.openai_api import EngineProtocolError, ToolCallGatherer
-from agent.session import AgentSession, check_tools
+from agent.session import AgentSession
 from agent.testing import ToneVoice
 from agent.tools import ToolCall
 from agent.tools.calls import ToolResult
@@ -146,11 +146,12 @@ def test_the_history_keeps_used_tool_rounds_and_forgets_rolled_back_ones():
     history.add_tool_round("", [ToolCall("c3", "calculator", "{}")], [ToolResult(call, "ok", "10")])
     assert history.record_agent_reply("  ")
     assert history.messages[-1] == {"role": "user", "content": "and five plus five"}
-    # Tool rounds do not count against history_turns, and the history starts with a user turn.
+    # An exchange is a user turn and all that follows it (tool rounds too): after a reply
+    # history_turns - 1 stay, starting with a user turn.
     history.begin_reply()
     history.add_user("bye")
     history.record_agent_reply("Bye.")
-    assert [m["content"] for m in history.messages] == ["and five plus five", "bye", "Bye."]
+    assert [m["content"] for m in history.messages] == ["bye", "Bye."]
 
 
 def test_audio_mode_refuses_tools_at_start_up_saying_what_to_change():
@@ -168,3 +169,11 @@ def test_audio_mode_refuses_tools_at_start_up_saying_what_to_change():
     text_brain = brain_kind("openai").load(openai_config("http://127.0.0.1:9"), {})
     assert text_brain.supports_tools
     text_brain.close()
+
+
+def test_loading_the_models_refuses_tools_the_brain_cannot_call():
+    from agent.models import load_models
+
+    config = openai_config("http://127.0.0.1:9", **{"openai.mode": "audio"})
+    with pytest.raises(ToolsUnsupported, match="the openai brain cannot call tools.*openai.mode = text"):
+        load_models(config, progress=False)  # refused once, right after the brain loads

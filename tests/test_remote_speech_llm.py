@@ -91,13 +91,13 @@ def test_the_chat_history_keeps_the_newest_exchanges_and_only_what_was_played():
         history.begin_reply()
         history.add_user(f"question {n}")
         assert history.record_agent_reply(f"answer {n}" if n != 2 else "  ")  # turn 2: nothing was played
-    # Two exchanges' worth of messages at most, less one left for the next question, starting
-    # with a user turn; an answer nobody heard is not there.
-    assert [m["content"] for m in history.messages] == ["question 2", "question 3", "answer 3"]
+    # Two exchanges at most, less one left for the next question, starting with a user turn; an
+    # answer nobody heard is not there (turn 2 left its question alone, then went as the oldest).
+    assert [m["content"] for m in history.messages] == ["question 3", "answer 3"]
     assert history.prompt()[0] == {"role": "system", "content": "Be brief."}
     history.begin_reply()
     history.add_user("question 4")
     history.rollback()
-    assert [m["content"] for m in history.messages] == ["question 2", "question 3", "answer 3"]
+    assert [m["content"] for m in history.messages] == ["question 3", "answer 3"]
     assert not history.record_agent_reply("an answer to nothing")  # no user turn was answered
     assert history.next_prompt_prefix()[-1] == {"role": "user", "content": ""}

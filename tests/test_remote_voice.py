@@ -30,7 +30,7 @@ def hibari(config):
 
 @pytest.fixture(scope="module")
 def whisper(config):
-    from agent.brains.cascade import WHISPER_FILES, WhisperTranscriber
+    from agent.brains.whisper_asr import WHISPER_FILES, WhisperTranscriber
 
     paths = ensure_files(WHISPER_FILES, resolve_cache_dir(config.models.cache_dir), progress=False)
     transcriber = WhisperTranscriber(paths[WHISPER_FILES[0].relpath].parent, config.asr)

@@ -50,7 +50,7 @@ more rounds:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import AsyncIterator, Callable, Sequence
+from typing import AsyncIterator, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ from agent.runtime.choice import Kind
 from agent.tools.calls import ToolCall, ToolPrompt, ToolResult
 
 __all__ = ["Brain", "BrainKind", "Conversation", "ReplyItem", "ToolCall", "ToolPrompt", "ToolResult",
-           "ToolsUnsupported", "TranscriptCallback"]
+           "ToolsUnsupported", "TranscriptCallback", "check_tools"]
 
 # Called with what the user said; returning False means "do not answer it" (only fillers or
 # noise): the brain then stops without answering and keeps nothing of the turn.
@@ -109,7 +109,7 @@ class Brain(ABC):
     @abstractmethod
     def new_conversation(self, tools: ToolPrompt | None = None) -> Conversation:
         """A conversation for one session; with `tools` its model may call them (a brain with
-        `supports_tools = False` raises ToolsUnsupported)."""
+        `supports_tools = False` raises ToolsUnsupported: `check_tools`)."""
 
     async def warm_up(self, tools: ToolPrompt | None = None) -> None:
         """Run the models once so the first real turn is not slower than the rest (with `tools`:
@@ -127,6 +127,23 @@ class Brain(ABC):
 
     def close(self) -> None:
         """Release model threads."""
+
+
+class _Named(Protocol):
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+
+def check_tools(brain: Brain | type[Brain], tools: _Named | Iterable[str] | None) -> None:
+    """Refuse tools for a brain that cannot call them, saying what to change: the one place a
+    brain's tools are refused (at model loading, for each session, for each conversation).
+    `tools`: a `ToolBox` or `ToolPrompt`, or the tools' names; `brain` may be a brain class
+    when the refusal comes before any weights load (Voxtral)."""
+    names = tuple(tools.names if hasattr(tools, "names") else tools or ())
+    if names and not brain.supports_tools:
+        raise ToolsUnsupported(
+            f"the {brain.name} brain cannot call tools, but tools are on ({', '.join(names)}): "
+            f"set tools.builtin = [] and tools.custom = [] (and pass no tools to attach_agent), {brain.tools_hint}")
 
 
 BrainKind = Kind[Brain]  # how a brain is chosen and loaded (each brain module's `KIND`)

@@ -2,10 +2,12 @@
 server, Ollama) answers through streamed chat completions (`POST /v1/chat/completions`,
 `stream: true`, server-sent events). Two modes (`openai.mode`):
 
-- text: the utterance is transcribed, locally by the cascade's whisper tiny.en (the same model
-  files, `[asr]` settings) or by the engine (`POST /v1/audio/transcriptions`, a WAV), then
-  answered with the conversation history: the same `ChatHistory` as the cascade (bounded, only
-  what was played, rolled back for a discarded preemptive answer, fillers and noise unanswered).
+- text: the utterance is transcribed, locally by whisper tiny.en (`whisper_asr`, as in the
+  cascade: the same model files, `[asr]` settings) or by the engine (`POST
+  /v1/audio/transcriptions`, a WAV), then answered with the conversation history: the same
+  `ChatHistory` as the cascade (bounded, only what was played, rolled back for a discarded
+  preemptive answer, fillers and noise unanswered), without its token bound (the engine's
+  context is its own).
 - audio: a speech-LLM (Voxtral served by vLLM) hears the utterance itself, sent in the chat
   message as an `input_audio` part (base64 WAV); the persona goes in that message's text (the
   Voxtral tokenizer refuses a system message with audio) and earlier turns stay as text. The
@@ -41,10 +43,10 @@ from agent.config import BrainConfig, Config, OpenAIConfig
 from agent.pipeline.audio import wav_bytes
 from agent.runtime.openai_api import OpenAIClient, api_key_from_env
 
-from .base import (Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, ToolsUnsupported,
-                   TranscriptCallback)
-from .cascade import WHISPER_FILES, WhisperTranscriber, whisper_dir
-from .chat_history import ChatHistory
+from .base import (Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, TranscriptCallback,
+                   check_tools)
+from .chat_history import ChatHistory, persona
+from .whisper_asr import WHISPER_FILES, WhisperTranscriber, whisper_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +92,11 @@ class OpenAICompatibleBrain(Brain):
     tools_hint = "or use openai.mode = text"  # what check_tools suggests when tools are refused (audio mode)
 
     def new_history(self, tools: ToolPrompt | None = None) -> ChatHistory:
-        prompt = self.config.system_prompt
-        if tools is not None and tools.instructions:
-            prompt = f"{prompt} {tools.instructions}"
-        return ChatHistory(prompt, self.config.history_turns)
+        return ChatHistory(persona(self.config.system_prompt, tools), self.config.history_turns)
 
     def new_conversation(self, tools: ToolPrompt | None = None) -> "OpenAICompatibleConversation":
         tools = tools if tools is not None and tools.specs else None
-        if tools is not None and not self.supports_tools:
-            raise ToolsUnsupported("the openai brain calls tools only in openai.mode = text (set tools.builtin = [] "
-                                   "and tools.custom = [], or openai.mode = text)")
+        check_tools(self, tools)
         return OpenAICompatibleConversation(self, tools)
 
     def request(self, messages: list[dict], max_tokens: int | None = None, tools: ToolPrompt | None = None,

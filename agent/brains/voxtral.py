@@ -36,7 +36,7 @@ from agent.config import BrainConfig, Config, VoxtralConfig as VoxtralSettings
 from agent.runtime.choice import cuda_available
 from agent.runtime.model_thread import ModelThread
 
-from .base import Brain, BrainKind, Conversation, ToolPrompt, ToolsUnsupported, TranscriptCallback
+from .base import Brain, BrainKind, Conversation, ToolPrompt, ToolsUnsupported, TranscriptCallback, check_tools
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,6 @@ def weights_reachable(model: str) -> bool:
 
 def tools_configured(config: Config) -> list[str]:
     return [*config.tools.builtin, *config.tools.custom]
-
-
-def refuse_tools(config: Config) -> None:
-    """Voxtral cannot call tools yet: say so at start-up (before the weights load) when tools are on."""
-    tools = tools_configured(config)
-    if tools:
-        raise VoxtralUnavailable(
-            f"the Voxtral brain cannot call tools yet, but tools are on ({', '.join(tools)}): set tools.builtin = [] "
-            "and tools.custom = [] (e.g. --set tools.builtin=[] or VOICE_AGENT_TOOLS_BUILTIN=[]) to use Voxtral "
-            "without tools, or use brain.kind = cascade")
 
 
 def unavailable(config: Config) -> str | None:
@@ -169,8 +159,7 @@ class VoxtralBrain(Brain):
         return brain_obj
 
     def new_conversation(self, tools: ToolPrompt | None = None) -> "VoxtralConversation":
-        if tools is not None and tools.specs:
-            raise ToolsUnsupported("the Voxtral brain cannot call tools yet (set tools.builtin = [] and tools.custom = [])")
+        check_tools(self, tools)
         return VoxtralConversation(self)
 
     async def warm_up(self, tools=None) -> None:
@@ -355,7 +344,10 @@ class VoxtralConversation(Conversation):
 
 
 def load(config: Config, _paths) -> VoxtralBrain:
-    refuse_tools(config)
+    try:
+        check_tools(VoxtralBrain, tools_configured(config))  # at start-up, before the weights load
+    except ToolsUnsupported as exc:
+        raise VoxtralUnavailable(str(exc)) from None  # Voxtral cannot run as configured
     return VoxtralBrain.load(config.voxtral, config.brain)
 
 

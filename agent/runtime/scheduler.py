@@ -9,8 +9,19 @@ and goes before the fifth phrase of a caller with seconds of audio queued (a dea
 ahead); among callers waiting for a first word, whose turn ended first goes first. No call
 starves: a waiting step's deadline does not move, and every newer step's is later.
 
-The cores are not oversubscribed either: a step that uses two threads (llama.cpp) waits until
-both are free, so a voice never runs half-speed beside a token.
+A step leases the cores its model thread declares (`ModelThread.cores`: the threads its model
+is configured to run a step on, e.g. `asr.threads`, `llm.threads`, `tts.threads`; 0 for a model
+on a GPU, which takes no lease). A step waits until its cores are free, and no step jumps the
+head of the queue to take cores it is waiting for, so a step of several threads is not starved
+and no voice runs half-speed beside another model's step that leased its cores.
+
+One exception, known and measured: llama.cpp evaluates a prompt (the first step of an answer's
+stream, and every prompt warm-up) on `llm.batch_threads` (2) threads but its steps lease
+`llm.threads` (1) core, so a prompt evaluation oversubscribes the cores by one thread while it
+runs beside another step. The setting measured that way, tokens on one thread and one-core
+leases for all LLM steps, beat two threads and two-core leases for all of them (commit 7bfb89b:
+one call 776 vs 917 ms voice to voice; four at once 1878 vs 2399 ms median, longest gap 360 vs
+1360 ms); a two-core lease for the prompt step alone has not been measured.
 
 `Urgency` travels with the work through a context variable: the session sets one for each turn
 (and one for its own quick work) and every `ModelThread` call made in that context carries it.

