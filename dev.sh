@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: `./dev.sh serve` starts the agent; `./dev.sh test` runs the whole test suite.
 # Both install what they need first (a virtualenv in .venv, the pinned packages, the model files).
+# `./dev.sh engine` starts llama.cpp's own server with the project's GGUF on 127.0.0.1 (for
+# brain.kind = openai), building it once from the pinned llama.cpp sources on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -52,10 +54,14 @@ case "$cmd" in
     system_packages
     install
     exec ./scripts/run-tests.sh "$@" ;;
+  engine)
+    # a local server bound to 127.0.0.1, not inside loopback.sh (an agent outside that namespace could not reach it)
+    install
+    exec "$PY" run.py engine "$@" ;;
   bench)
     install
     exec ./scripts/loopback.sh "$PY" run.py bench "$@" ;;
   *)
-    echo "usage: ./dev.sh [serve|test|bench|install] [args...]" >&2
+    echo "usage: ./dev.sh [serve|test|bench|engine|install] [args...]" >&2
     exit 2 ;;
 esac

@@ -4,6 +4,8 @@
   python run.py [serve]          start the agent (web client + WebRTC signaling)
   python run.py models           assemble and verify the model files (add --verify to re-hash)
   python run.py bench            headless loopback turns against an in-process agent
+  python run.py engine           llama.cpp's own server (continuous batching) with the project's GGUF on
+                                 127.0.0.1, for brain.kind = openai (built once from the pinned sources)
 
 Every option of config/default.toml can be set with --set section.key=value (repeatable) or an
 environment variable VOICE_AGENT_<SECTION>_<KEY>; the flags below are shortcuts.
@@ -19,6 +21,8 @@ import sys
 from agent.config import DEFAULT_TOML, Config, ConfigError, load_config
 
 log = logging.getLogger("voice-agent")
+
+ENGINE_PORT = 8081  # `run.py engine`'s default port (the agent's own is server.port, 8080)
 
 
 def _config_keys_help() -> str:
@@ -37,17 +41,23 @@ def _config_keys_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     # Defaults are SUPPRESS so options given before or after the subcommand both count.
-    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    common.add_argument("--config", metavar="FILE", help="a TOML file overriding config/default.toml")
-    common.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
-                        help="override one configuration key (repeatable)")
-    common.add_argument("--host", help="bind address (server.host, default 127.0.0.1: this machine only)")
-    common.add_argument("--expose", action="store_true", help="listen on every interface (server.host=0.0.0.0): "
-                        "anyone who can reach this machine can call the agent; consider server.auth_token")
-    common.add_argument("--port", type=int, help="HTTP port (server.port)")
-    common.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (server.log_level)")
-    common.add_argument("--ice-host", action="append", metavar="ADDR",
-                        help="offer only this local address as an ICE host candidate (ice.host_addresses; repeatable)")
+    def common_options(agent_port: bool = True) -> argparse.ArgumentParser:
+        common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+        common.add_argument("--config", metavar="FILE", help="a TOML file overriding config/default.toml")
+        common.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
+                            help="override one configuration key (repeatable)")
+        common.add_argument("--host", help="bind address (server.host, default 127.0.0.1: this machine only)")
+        common.add_argument("--expose", action="store_true", help="listen on every interface (server.host=0.0.0.0): "
+                            "anyone who can reach this machine can call the agent; consider server.auth_token")
+        if agent_port:  # `engine` has a --port of its own: the engine's
+            common.add_argument("--port", type=int, help="HTTP port (server.port)")
+        common.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (server.log_level)")
+        common.add_argument("--ice-host", action="append", metavar="ADDR",
+                            help="offer only this local address as an ICE host candidate (ice.host_addresses; "
+                                 "repeatable)")
+        return common
+
+    common = common_options()
 
     parser = argparse.ArgumentParser(
         description="WebRTC real-time voice agent.", parents=[common],
@@ -58,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_keys_help())
     models = sub.add_parser("models", parents=[common], help="assemble and verify model files")
     models.add_argument("--verify", action="store_true", help="re-hash every model file (ignore the verified stamps)")
+    engine = sub.add_parser("engine", parents=[common_options(agent_port=False)],
+                            help="llama.cpp's server with the project's GGUF on 127.0.0.1 (for brain.kind = openai)",
+                            description="Start llama.cpp's own server (llama-server: continuous batching, one prompt "
+                                        "cache per slot) with the project's GGUF on 127.0.0.1, warm every slot with "
+                                        "the agent's system prompt, print the settings that point the agent at it, "
+                                        "and stop it on Ctrl-C or SIGTERM. The first run builds llama-server from "
+                                        "the llama.cpp sources in the pinned llama-cpp-python sdist (~7 min on 2 "
+                                        "cores; needs cmake and a C++ compiler) into the model cache.")
+    engine.add_argument("--port", type=int, default=argparse.SUPPRESS, help=f"the engine's port on 127.0.0.1 (default {ENGINE_PORT})")
+    engine.add_argument("--parallel", "-np", type=int, default=4, metavar="N",
+                        help="slots: requests decoded at once, each with its own prompt cache (default 4)")
+    engine.add_argument("--context", "-c", type=int, default=8192, metavar="TOKENS",
+                        help="the KV cache in tokens, shared by the slots: context / parallel each (default 8192)")
+    engine.add_argument("--threads", "-t", type=int, default=2, metavar="N",
+                        help="CPU threads for generation and prompt evaluation (default 2)")
+    engine.add_argument("--api-key-env", metavar="NAME", default=argparse.SUPPRESS, help="require the API key held by this environment "
+                        "variable (the agent then needs openai.api_key_env = NAME)")
+    engine.add_argument("--no-warm", action="store_true", help="do not warm the slots with the agent's system prompt")
+    engine.add_argument("--build-only", action="store_true", help="build llama-server if the cache has none, then "
+                        "exit (./dev.sh install runs this)")
     bench = sub.add_parser("bench", parents=[common], help="headless loopback latency benchmark",
                            description="Headless loopback latency benchmark: plays spoken questions to the agent "
                                        "over WebRTC on 127.0.0.1 and reports each turn's timeline.")
@@ -154,6 +184,81 @@ def _models(config: Config, verify: bool) -> int:
     return 0
 
 
+def _engine_warm_body(config: Config) -> dict:
+    """The request the openai brain sends for a first turn, up to the user's words: the persona, the
+    tools' instructions and specs (as the session gives them), and an empty user turn."""
+    from agent.brains.openai_compat import OpenAICompatibleBrain
+    from agent.tools.toolbox import toolbox_for
+
+    brain = OpenAICompatibleBrain(None, None, config.openai, config.brain)  # type: ignore[arg-type]  # request() only
+    tools = toolbox_for(config).prompt() if brain.supports_tools else None
+    tools = tools if tools is not None and tools.specs else None
+    return brain.request(brain.new_history(tools).next_prompt_prefix(), max_tokens=1, tools=tools)
+
+
+def _engine(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import os
+    import signal
+    import time
+
+    from agent.brains.cascade import LLM_GGUF
+    from agent.runtime.llama_server import VERSION, LlamaServer, ensure_llama_server
+    from agent.runtime.model_files import ensure_files, resolve_cache_dir
+
+    if hasattr(args, "host") or getattr(args, "expose", False):
+        parser.error("engine: it binds 127.0.0.1 only (a local engine for an agent on this machine); no --host/--expose")
+    port = getattr(args, "port", ENGINE_PORT)
+    if not 0 < port < 65536 or args.parallel < 1 or args.threads < 1 or args.context < 256 * args.parallel:
+        parser.error("engine: --port 1-65535, --parallel and --threads at least 1, --context at least 256 a slot")
+    api_key = ""
+    if hasattr(args, "api_key_env"):
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key:
+            parser.error(f"engine: --api-key-env {args.api_key_env}: that environment variable is not set")
+
+    def interrupted(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # SIGTERM stops the engine the way Ctrl-C does
+    cache_dir = resolve_cache_dir(config.models.cache_dir)
+    binary = ensure_llama_server(cache_dir, progress=True)
+    if args.build_only:
+        print(f"ok  llama-server {VERSION:37s} {binary.stat().st_size:>13,d} bytes  {binary}")
+        return 0
+    gguf = ensure_files((LLM_GGUF,), cache_dir, progress=sys.stderr.isatty())[LLM_GGUF.relpath]
+    server = LlamaServer(binary, gguf, port, parallel=args.parallel, context=args.context, threads=args.threads,
+                         api_key=api_key)
+    try:
+        started = time.perf_counter()
+        server.start()
+        print(f"== llama-server {VERSION} (pid {server.process.pid}) on {server.url}: {args.parallel} slots of "
+              f"{args.context // args.parallel} tokens, {args.threads} threads, ready in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        if not args.no_warm:
+            seconds = server.warm_slots(_engine_warm_body(config))
+            print(f"== every slot holds the agent's system prompt (warmed in {max(seconds):.1f} s)", flush=True)
+        settings = ["brain.kind=openai", f"openai.base_url={server.url}"]
+        if api_key:
+            settings.append(f"openai.api_key_env={args.api_key_env}")
+        print("== point the agent at it:\n   python run.py serve " + " ".join(f"--set {s}" for s in settings)
+              + "\n   or in a config file:\n     [brain]\n     kind = \"openai\"\n     [openai]\n"
+              + f"     base_url = \"{server.url}\""
+              + (f"\n     api_key_env = \"{args.api_key_env}\"" if api_key else "")
+              + f"\n   (set server.capacity_calls to the calls it serves well: {args.parallel} slots decode at once)"
+              + "\n== Ctrl-C stops it", flush=True)
+        while server.running():
+            time.sleep(0.5)
+        print(f"error: llama-server exited by itself with status {server.process.returncode}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("== stopping llama-server", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        code = server.stop()
+        if code is not None:
+            print(f"== llama-server stopped (exit status {code})", file=sys.stderr, flush=True)
+
+
 def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.soak is not None:
         from bench.soak import soak
@@ -233,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models(config, args.verify)
         if command == "bench":
             return _bench(config, args, parser)
+        if command == "engine":
+            return _engine(config, args, parser)
         asyncio.run(_serve(config))
     except (ModelFileError, VoxtralUnavailable, ToolsUnsupported, ToolDefinitionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
