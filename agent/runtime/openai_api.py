@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ERROR_BODY_BYTES = 65536  # the most of an error reply that is read for its message
 MESSAGE_CHARS = 300  # the most of a server's text quoted in an error message
 DRAIN_S = 0.5  # after the end of a stream, how long its body's last bytes may take (to keep the connection)
+STALE_RETRIES = 2  # a POST whose pooled connection the server had already closed is sent again this often
 
 
 _closing: set[asyncio.Task] = set()  # sessions being closed
@@ -253,7 +254,7 @@ class OpenAIClient:
         response: aiohttp.ClientResponse | None = None
         finished = False
         try:
-            response = await self._session().post(url, json=json_body, data=form, headers=headers)
+            response = await self._post(url, json_body, form, headers)
             if response.status >= 400:
                 body = (await response.content.read(ERROR_BODY_BYTES)).decode("utf-8", "replace")
                 raise EngineRejected(self.redact(f"{where} answered {response.status} {response.reason or ''} "
@@ -289,6 +290,23 @@ class OpenAIClient:
                     response.release()  # the connection goes back to the pool
                 else:
                     response.close()  # drop the connection: the engine sees the client leave
+
+    async def _post(self, url: str, json_body: dict | None, form: aiohttp.FormData | None,
+                    headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """POST, sent again (JSON bodies only: a form is consumed) when the connection was closed
+        before any reply: a pooled connection the server had closed. llama.cpp's llama-server
+        closes the connection after every streamed reply while it answers `Keep-Alive`, and its
+        FIN can come after the stream's last chunk, when the connection is already back in the
+        pool. Nothing listening (`ClientConnectorError`) is not retried."""
+        for attempt in range(STALE_RETRIES + 1):
+            try:
+                return await self._session().post(url, json=json_body, data=form, headers=headers)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError) or form is not None or attempt == STALE_RETRIES:
+                    raise
+                log.debug("the %s at %s had closed the connection (%s): sending again on a new one",
+                          self.what, self.shown_url, type(exc).__name__)
+        raise AssertionError("unreachable")
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | ToolCall]:
         """Stream a chat completion (`stream: true`): the text of each delta, until [DONE]. With
