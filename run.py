@@ -201,7 +201,7 @@ def _engine(config: Config, args: argparse.Namespace, parser: argparse.ArgumentP
     import signal
     import time
 
-    from agent.brains.cascade import LLM_GGUF
+    from agent.brains.llama_chat import LLM_GGUF
     from agent.runtime.llama_server import VERSION, LlamaServer, ensure_llama_server
     from agent.runtime.model_files import ensure_files, resolve_cache_dir
 
