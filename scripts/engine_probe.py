@@ -87,7 +87,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import run
-    from agent.brains.cascade import LLM_GGUF
+    from agent.brains.llama_chat import LLM_GGUF
     from agent.config import load_config
     from agent.runtime.llama_server import LlamaServer, ensure_llama_server
     from agent.runtime.model_files import ensure_files, resolve_cache_dir
