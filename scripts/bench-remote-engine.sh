@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Voice-to-voice through a remote engine vs the in-process cascade, on this machine: starts
-# llama-cpp-python's OpenAI-compatible server with the project's GGUF (same model, same 2 threads
-# as llm.threads), runs `run.py bench` against an agent whose brain is `openai` (whisper local,
+# llama.cpp's own server (`run.py engine`: llama-server, built once by ./dev.sh install) with the
+# project's GGUF (same model, 2 threads, one slot of 2048 tokens like the cascade's llm.context_tokens,
+# its prompt cache warmed with the agent's system prompt), runs `run.py bench` against an agent whose brain is `openai` (whisper local,
 # the LLM over HTTP), then the same bench with the in-process cascade. Everything stays inside a
 # loopback-only network namespace. Usage: scripts/bench-remote-engine.sh [TURNS] (default 5).
 # Results: artifacts/bench-remote/{openai,cascade}/ and the medians printed by each run.
@@ -13,21 +14,17 @@ if [ -z "${BENCH_REMOTE_ENGINE_NETNS:-}" ]; then
 fi
 TURNS="${1:-5}"
 PY=.venv/bin/python
-GGUF=$("$PY" -c "
-from agent.brains.llama_chat import LLM_GGUF
-from agent.runtime.model_files import ensure_files, resolve_cache_dir
-print(ensure_files((LLM_GGUF,), resolve_cache_dir(''), progress=False)[LLM_GGUF.relpath])")
 PORT=8765
 mkdir -p artifacts/bench-remote
-"$PY" -m llama_cpp.server --model "$GGUF" --host 127.0.0.1 --port "$PORT" --n_threads 2 --n_threads_batch 2 \
-  --n_ctx 2048 --verbose "${LLAMA_VERBOSE:-False}" > artifacts/bench-remote/llama-server.log 2>&1 &
+"$PY" run.py engine --port "$PORT" --parallel 1 --context 2048 --threads 2 > artifacts/bench-remote/llama-server.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 240); do
-  "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/v1/models', timeout=1)" 2>/dev/null && break
+for _ in $(seq 1 240); do  # ready once the engine has warmed its slot and printed the settings
+  grep -q "point the agent at it" artifacts/bench-remote/llama-server.log 2>/dev/null && break
+  kill -0 "$SERVER" 2>/dev/null || { cat artifacts/bench-remote/llama-server.log; exit 1; }
   sleep 0.5
 done
-echo "== brain.kind = openai (llama_cpp.server at 127.0.0.1:$PORT)"
+echo "== brain.kind = openai (llama-server at 127.0.0.1:$PORT)"
 "$PY" run.py bench --turns "$TURNS" --out artifacts/bench-remote/openai \
   --set brain.kind=openai --set openai.base_url="http://127.0.0.1:$PORT"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true

@@ -1,5 +1,5 @@
 """Test doubles of OpenAI-compatible servers (aiohttp, on 127.0.0.1) for what the real engine the
-tests run (llama-cpp-python's server, tests/llama_server.py) cannot show here:
+tests run (llama.cpp's llama-server, tests/llama_server.py) cannot show here:
 
 - `FailingEngine`: failure modes ONLY (HTTP errors with a body, malformed or unfinished event
   streams, a stream that stalls, a reply that is not an event stream). It never answers anything.
@@ -182,18 +182,24 @@ class ToolCallingEngineDouble(LocalServer):
     message echoes that call (id, name, the joined arguments) and is followed by a `tool` message
     for its id, then streams an answer built from that message's result. A failed check answers
     400 with the reason (the client's error says it). With `malformed`, round 1's call carries
-    its arguments as a JSON object instead of a string (not what the API defines).
+    its arguments as a JSON object instead of a string (not what the API defines). With
+    `written_as_text`, round 1 writes the call as JSON in `delta.content` (split over several
+    chunks, finish_reason "stop"), as a small model behind llama.cpp's server does in an "auto"
+    round; round 2 then expects the id the client gave it (`call_1`).
     `/v1/audio/transcriptions` hears every utterance as `transcript`."""
 
     CALL_ID = "call_double_1"
     EXPRESSION = "47 * 38"
     ARGUMENT_FRAGMENTS = ('{"expre', 'ssion": "4', '7 * 3', '8"}')
 
-    def __init__(self, transcript: str = "What is 47 times 38?", malformed: bool = False) -> None:
+    def __init__(self, transcript: str = "What is 47 times 38?", malformed: bool = False,
+                 written_as_text: bool = False) -> None:
         super().__init__()
         assert "".join(self.ARGUMENT_FRAGMENTS) == json.dumps({"expression": self.EXPRESSION})
         self.transcript = transcript
         self.malformed = malformed
+        self.written_as_text = written_as_text
+        self.call_id = "call_1" if written_as_text else self.CALL_ID
         self.chats: list[dict] = []  # each chat request's body
         self.app.router.add_post("/v1/chat/completions", self.chat)
         self.app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
@@ -221,6 +227,13 @@ class ToolCallingEngineDouble(LocalServer):
             await response.write(sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
         else:
             await response.write(sse(delta("Let me work that out.")))
+            if self.written_as_text:
+                written = ' {"name": "calculator", "arguments": ' + "".join(self.ARGUMENT_FRAGMENTS) + "}"
+                for at in range(0, len(written), 7):
+                    await response.write(sse(delta(written[at:at + 7])))
+                await response.write(sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+                await response.write(sse("[DONE]"))
+                return response
             if self.malformed:
                 await response.write(sse(self._call_chunk({"index": 0, "id": self.CALL_ID, "type": "function",
                                                            "function": {"name": "calculator",
@@ -241,10 +254,10 @@ class ToolCallingEngineDouble(LocalServer):
     def _check_round_two(self, messages: list[dict]) -> str:
         assistant, tool = messages[-2], messages[-1]
         assert assistant["role"] == "assistant", f"expected the assistant's call before the result: {assistant}"
-        assert assistant["tool_calls"] == [{"id": self.CALL_ID, "type": "function", "function": {
+        assert assistant["tool_calls"] == [{"id": self.call_id, "type": "function", "function": {
             "name": "calculator", "arguments": "".join(self.ARGUMENT_FRAGMENTS)}}], assistant["tool_calls"]
         assert isinstance(assistant["content"], str), "content: the round's text"
-        assert tool["role"] == "tool" and tool["tool_call_id"] == self.CALL_ID, tool
+        assert tool["role"] == "tool" and tool["tool_call_id"] == self.call_id, tool
         result = tool["content"]
         assert isinstance(result, str) and "=" in result, f"not a calculator result: {result!r}"
         return f"{self.EXPRESSION.replace('*', 'times')} is {result.rpartition('=')[2].strip()}."

@@ -1,8 +1,9 @@
-"""The openai brain against a REAL OpenAI-compatible engine: llama-cpp-python's server with the
-project's GGUF (Qwen2.5-Coder-1.5B-Instruct), started by the test on 127.0.0.1 with an API key.
-The brain transcribes locally (the cascade's whisper) and streams the chat completion over HTTP.
-Whole calls go over WebRTC on loopback: a spoken question answered on topic and audible; a
-barge-in that aborts the engine's stream (its own log says the client left) with the next turn
+"""The openai brain against a REAL OpenAI-compatible engine: llama.cpp's own server
+(`llama-server`, built by the install step from the pinned llama.cpp sources) with the project's
+GGUF (Qwen2.5-Coder-1.5B-Instruct), started by the test on 127.0.0.1 with an API key. The brain
+transcribes locally (the cascade's whisper) and streams the chat completion over HTTP. Whole
+calls go over WebRTC on loopback: a spoken question answered on topic and audible; a barge-in
+that aborts the engine's stream (its own log shows the task cancelled) with the next turn
 answered; the engine killed mid-answer (an `error` event, the call stays up, and after a
 restart the next question is answered)."""
 
@@ -23,22 +24,24 @@ from signaling.client import AUDIBLE_DBFS
 
 from .conftest import ARTIFACTS, save_wav
 from .helpers import connected_client, is_type, wait_until
-from .llama_server import LlamaServer
+from .llama_server import LlamaServer, built_llama_server
 
 pytestmark = [pytest.mark.models, pytest.mark.loopback]
 
 KEY_VARIABLE = "VOICE_AGENT_TEST_ENGINE_KEY"
-DISCONNECTED = "Disconnected from client"  # llama_cpp.server's log line when a client leaves mid-stream
 STORYTELLER = ("You are a storyteller in a live spoken conversation. Whatever you are asked, answer with a long "
                "story of at least twenty sentences. Plain words only.")
 
 
 @pytest.fixture(scope="module")
 def engine(config):
-    """llama_cpp.server with the project's GGUF, 2 threads, a 2048-token context, an API key."""
-    gguf = ensure_files((LLM_GGUF,), resolve_cache_dir(config.models.cache_dir), progress=False)[LLM_GGUF.relpath]
+    """llama-server with the project's GGUF, 2 threads, one slot of 2048 tokens, an API key."""
+    cache_dir = resolve_cache_dir(config.models.cache_dir)
+    binary = built_llama_server(cache_dir)
+    gguf = ensure_files((LLM_GGUF,), cache_dir, progress=False)[LLM_GGUF.relpath]
     ARTIFACTS.mkdir(exist_ok=True)
-    server = LlamaServer(gguf, api_key="sk-test-engine-" + os.urandom(8).hex(), log_path=ARTIFACTS / "llama-server.log")
+    server = LlamaServer(binary, gguf, api_key="sk-test-engine-" + os.urandom(8).hex(),
+                         log_path=ARTIFACTS / "llama-server.log")
     with pytest.MonkeyPatch.context() as env:
         env.setenv(KEY_VARIABLE, server.api_key)
         server.start()
@@ -104,41 +107,41 @@ def say(remote_models):
 async def test_the_engine_answers_and_stops_generating_when_the_stream_is_closed(engine, remote_models):
     engine.ensure_running()
     brain = remote_models.brain
-    assert brain.name == "openai" and brain.client.sends_api_key  # llama_cpp.server refuses requests without it
+    assert brain.name == "openai" and brain.client.sends_api_key  # llama-server refuses requests without it
     question = [{"role": "system", "content": "Answer in one short sentence."},
                 {"role": "user", "content": "What is the capital of France?"}]
     pieces = [piece async for piece in brain.stream(question)]
     assert len(pieces) > 1 and "paris" in "".join(pieces).lower()  # streamed token by token, on topic
-    left_before = engine.log().count(DISCONNECTED)
+    left_before = engine.cancelled_tasks()
     story = [{"role": "user", "content": "Tell me a long story about a brave knight and a dragon."}]
     async with contextlib.aclosing(brain.client.chat_stream(brain.request(story, max_tokens=400))) as stream:
         async for _ in stream:
             break
-    await wait_until(lambda: engine.log().count(DISCONNECTED) > left_before, 30, "the engine saw the client leave")
+    await wait_until(lambda: engine.cancelled_tasks() > left_before, 30, "the engine saw the client leave")
     pieces = [piece async for piece in brain.stream(question)]  # and it serves the next request
     assert "paris" in "".join(pieces).lower()
 
 
-async def test_the_engines_forced_tool_call_is_gathered_and_the_calculator_gets_the_product(config, engine,
-                                                                                          remote_models):
-    """llama-cpp-python's server streams a forced call (`tool_choice` naming the calculator) in
-    `tool_calls` fragments (repeating the id and name in each); the client gathers them into one
-    call that the real calculator runs. (Only the forced round: what the server does with the
-    next one is in the README's remote-engine table.)"""
+async def test_the_engines_forced_tool_call_is_taken_as_a_call_and_the_calculator_gets_the_product(
+        config, engine, remote_models, say):
+    """A spoken calculation: llama-server holds the forced round (the calculator's call schema as
+    `response_format`) to the call written as JSON; the conversation takes it as a call, speaks
+    none of it, and the real calculator runs it. (Only the forced round: what the server does
+    with the next one is in the README's remote-engine table.)"""
     from agent.tools import ToolCall
     from agent.tools.toolbox import toolbox_for
 
     engine.ensure_running()
-    brain = remote_models.brain
     box = toolbox_for(config)
-    tools = box.prompt()
-    question = "What is 47 times 38?"
-    required = tools.required_tool(question)
-    assert required == "calculator"
-    messages = [*brain.new_history(tools).prompt(), {"role": "user", "content": question}]
-    items = [item async for item in brain.stream(messages, tools, required)]
+    conversation = remote_models.brain.new_conversation(box.prompt())
+    resampler = StreamResampler(16000)
+    spoken = await say("What is 47 times 38?")
+    audio = np.concatenate([resampler.samples(spoken, 48000), resampler.finish()])
+    heard: list[str] = []
+    items = [item async for item in conversation.reply(audio, heard.append)]
+    assert heard and "47" in heard[0] and "38" in heard[0], heard
     calls = [item for item in items if isinstance(item, ToolCall)]
-    assert len(calls) == 1 and calls[0].name == "calculator" and calls[0].id
+    assert len(calls) == 1 and calls[0].name == "calculator" and calls[0].id, items
     assert not "".join(item for item in items if isinstance(item, str)).strip()  # no call markup as text
     result = await box.run(calls[0])
     assert result.ok and result.content.endswith("1,786"), (calls[0], result)
@@ -182,12 +185,12 @@ async def test_a_barge_in_aborts_the_engines_stream_and_the_next_turn_is_answere
         await client.wait_event(is_type("state", state="speaking"), 90)
         await asyncio.sleep(0.8)  # let the agent talk for a moment
         talking = [e["turn"] for _, e in client.events if e.get("type") == "agent_text"][-1]
-        left_before = engine.log().count(DISCONNECTED)
+        left_before = engine.cancelled_tasks()
         since = len(client.events)
         client.say(await say("Stop. What is the capital of France?"))
         await client.wait_event(is_type("barge_in", turn=talking), 30, since)
-        # The story's HTTP stream was closed: the engine itself logs that its client left.
-        await wait_until(lambda: engine.log().count(DISCONNECTED) > left_before, 30, "the engine saw the client leave")
+        # The story's HTTP stream was closed: the engine itself logs the task cancelled.
+        await wait_until(lambda: engine.cancelled_tasks() > left_before, 30, "the engine saw the client leave")
         interrupted = await client.wait_event(is_type("timeline", turn=talking), 10, since)
         assert interrupted["outcome"] == "interrupted"
         # The engine is free at once for the next turn: it is answered (and heard).

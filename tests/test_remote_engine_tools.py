@@ -64,10 +64,11 @@ async def test_a_spoken_calculation_calls_the_calculator_and_speaks_its_result()
     # Round 1: the tools and the instructions went with it, and tool_choice forced the calculator.
     first, second = engine.chats
     assert [t["function"]["name"] for t in first["tools"]] == ["calculator", "clock"]
-    assert first["tool_choice"] == {"type": "function", "function": {"name": "calculator"}}
+    assert first["tool_choice"] == "auto"  # the call's schema holds the output to it (llama.cpp's server ignores a named tool_choice)
+    assert first["response_format"]["json_schema"]["schema"]["properties"]["name"] == {"const": "calculator"}
     assert first["messages"][0]["role"] == "system" and "calculator" in first["messages"][0]["content"]
     assert first["messages"][-1] == {"role": "user", "content": "What is 47 times 38?"}
-    assert second["tool_choice"] == "auto"  # only the first round is forced
+    assert second["tool_choice"] == "auto" and "response_format" not in second  # only the first round is forced
     # The calculator ran with the arguments the model streamed in pieces.
     [started] = of_type(events, "tool_call")
     assert started["name"] == "calculator" and started["call_id"] == ToolCallingEngineDouble.CALL_ID
@@ -82,6 +83,23 @@ async def test_a_spoken_calculation_calls_the_calculator_and_speaks_its_result()
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
     assert history[1]["content"] == "" and history[1]["tool_calls"][0]["id"] == ToolCallingEngineDouble.CALL_ID
     assert history[-1]["content"] == texts
+
+
+async def test_a_call_the_model_writes_as_text_is_run_and_never_spoken():
+    async with ToolCallingEngineDouble(written_as_text=True) as engine:
+        brain, session, events = await open_session(engine)
+        try:
+            await run_turn(session)
+        finally:
+            await session.close()
+            brain.close()
+    assert not of_type(events, "error"), of_type(events, "error")
+    assert len(engine.chats) == 2  # round 2 carried the call (id call_1) and the calculator's result
+    [started] = of_type(events, "tool_call")
+    assert started["call_id"] == "call_1" and started["arguments"] == {"expression": "47 * 38"}
+    texts = " ".join(e["text"] for e in of_type(events, "agent_text"))
+    assert texts == "Let me work that out. 47 times 38 is 1,786."
+    assert "{" not in texts and "calculator" not in texts
 
 
 async def test_a_malformed_tool_call_is_an_error_event_and_the_session_goes_on():

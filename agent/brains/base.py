@@ -28,8 +28,8 @@ more rounds:
   the `tools` of a chat completion request; add `tools.instructions` to the system prompt.
   Without tools (None) a brain behaves exactly as before and never yields a ToolCall.
 - In the first round, `tools.required_tool(user_text)` may name a tool the model must call
-  (e.g. the calculator for "47 times 38"): for OpenAI send `tool_choice={"type": "function",
-  "function": {"name": name}}` in that request (otherwise "auto"); the cascade uses a grammar.
+  (e.g. the calculator for "47 times 38"): for OpenAI constrain that request's output to the call written as JSON
+  (`response_format` with `tools.call_schema(name)`); the cascade uses a grammar of the same schema.
 - `reply()` / `continue_reply()` yield `str` (speakable text, never tool-call markup; an empty
   string says the model is still working, e.g. writing a call, so the turn's stall guard
   does not take a long call for a hung model) and then,
@@ -39,7 +39,7 @@ more rounds:
   argument fragments) and yields them when `finish_reason == "tool_calls"`.
 - `continue_reply(results)` adds the round to the conversation and asks the model again: for
   the OpenAI format an assistant message `{"role": "assistant", "content": <the round's text,
-  "" when none: llama-cpp-python's server fails on null>, "tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}]}` and one
+  "" when none: some servers refuse null>, "tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}]}` and one
   `{"role": "tool", "tool_call_id": result.call.id, "content": result.content}` per result.
   Every result's `content` is text for the model, also for failures ("error: ...").
 - The turn may stop between rounds (a tool failed: it apologises itself; barge-in; too many

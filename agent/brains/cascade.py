@@ -211,9 +211,7 @@ class CascadeConversation(Conversation):
         shape = None
         if required is not None:
             log.debug("the user's words call for %s: the model must call it", required)
-            shape = {"type": "object", "required": ["name", "arguments"], "additionalProperties": False,
-                     "properties": {"name": {"const": required},
-                                    "arguments": self.tools.spec(required)["function"]["parameters"]}}
+            shape = self.tools.call_schema(required)
         async with contextlib.aclosing(chat.stream(messages, self._specs, shape)) as pieces:
             async for piece in pieces:
                 # An empty piece while a call is being written: the model is working (stall guard).

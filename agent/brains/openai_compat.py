@@ -16,9 +16,16 @@ server, Ollama) answers through streamed chat completions (`POST /v1/chat/comple
 
 Tools (text mode; see `agent.brains.base`): each request carries the tool box's specs as `tools`
 and its instructions after the persona in the system message; the first round of an answer to
-words that require a tool (`ToolPrompt.required_tool`, e.g. a calculation) sends `tool_choice`
-naming it, every other round "auto". `delta.content` is spoken as it comes; `delta.tool_calls`
-are gathered by the client and come after the round's text as `ToolCall`s; `continue_reply`
+words that require a tool (`ToolPrompt.required_tool`, e.g. a calculation) constrains its output
+to that call written as JSON (`response_format` with the call's JSON schema,
+`ToolPrompt.call_schema`); every round sends `tool_choice: "auto"`. (Not `tool_choice` naming
+the function: llama.cpp's server ignores that form, and with "required" Qwen2.5-Coder-1.5B still
+wrote the call as text, `{{"name": ...}}}` then newlines up to max_tokens, measured with
+llama-server 0.3.36's sources; `response_format` is in the OpenAI API and vLLM and SGLang
+constrain it too.) `delta.content` is spoken as it comes, through a `ToolMarkupScanner`: a call
+written as text (the forced round, or an "auto" round on a small model) is taken as a call and
+never read out. `delta.tool_calls` are gathered by the client and come after the round's text as
+`ToolCall`s; `continue_reply`
 adds the round (assistant `tool_calls` message, one `tool` message per result) to the
 `ChatHistory` and streams the next round. Audio mode refuses tools at start-up: the next round
 would have to send the utterance's audio again, and a speech-LLM's tool calling is untested here.
@@ -46,6 +53,7 @@ from agent.runtime.openai_api import OpenAIClient, api_key_from_env
 from .base import (Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, TranscriptCallback,
                    check_tools)
 from .chat_history import ChatHistory, persona
+from .tool_markup import ToolMarkupScanner
 from .whisper_asr import WHISPER_FILES, WhisperTranscriber, whisper_dir
 
 log = logging.getLogger(__name__)
@@ -102,15 +110,17 @@ class OpenAICompatibleBrain(Brain):
     def request(self, messages: list[dict], max_tokens: int | None = None, tools: ToolPrompt | None = None,
                 required_tool: str | None = None) -> dict:
         """The body of a chat completion request for `messages` (with the `tools`, and
-        `tool_choice` forcing `required_tool` when one is named)."""
+        the output constrained to a call of `required_tool` when one is named: see the module's docstring)."""
         body: dict = {"messages": messages, "max_tokens": max_tokens or self.settings.max_tokens,
                       "temperature": self.settings.temperature}
         if self.settings.model:
             body["model"] = self.settings.model
         if tools is not None:
             body["tools"] = list(tools.specs)
-            body["tool_choice"] = ({"type": "function", "function": {"name": required_tool}}
-                                   if required_tool else "auto")
+            body["tool_choice"] = "auto"
+            if required_tool:
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": f"{required_tool}_call", "strict": True, "schema": tools.call_schema(required_tool)}}
         return body
 
     def stream(self, messages: list[dict], tools: ToolPrompt | None = None,
@@ -192,7 +202,7 @@ class OpenAICompatibleConversation(Conversation):
         self.chat_history.add_user(text)
         required = self.tools.required_tool(text) if self.tools is not None else None
         if required is not None:
-            log.debug("the user's words call for %s: tool_choice names it", required)
+            log.debug("the user's words call for %s: the output is held to that call", required)
         async with contextlib.aclosing(self._round_items(required)) as items:
             async for item in items:
                 yield item
@@ -211,13 +221,23 @@ class OpenAICompatibleConversation(Conversation):
         """One round: the text as it streams, then the calls the model asked for (if any)."""
         said: list[str] = []
         calls: list[ToolCall] = []
+        scanner = ToolMarkupScanner(self._new_call_id) if self.tools is not None else None
         async with contextlib.aclosing(self.brain.stream(self.chat_history.prompt(), self.tools, required)) as items:
             async for item in items:
                 if isinstance(item, ToolCall):
                     calls.append(self._unique_id(item))
                     continue
+                if scanner is not None:
+                    item = scanner.feed(item)
                 said.append(item)
                 yield item
+        if scanner is not None:
+            rest, written = scanner.finish()
+            if written and not calls:
+                calls = written
+            elif rest:
+                said.append(rest)
+                yield rest
         if calls:
             log.debug("the model asks for %s", ", ".join(f"{c.name}({c.arguments})" for c in calls))
             self._round = ("".join(said), calls)
@@ -226,13 +246,17 @@ class OpenAICompatibleConversation(Conversation):
 
     def _unique_id(self, call: ToolCall) -> ToolCall:
         """`call` with an id no earlier call of this conversation had (an engine may give none)."""
-        call_id = call.id
-        if not call_id or call_id in self._call_ids:
-            call_id = f"call_{len(self._call_ids) + 1}"
-            while call_id in self._call_ids:
-                call_id += "_"
+        if call.id and call.id not in self._call_ids:
+            self._call_ids.add(call.id)
+            return call
+        return ToolCall(self._new_call_id(), call.name, call.arguments)
+
+    def _new_call_id(self) -> str:
+        call_id = f"call_{len(self._call_ids) + 1}"
+        while call_id in self._call_ids:
+            call_id += "_"
         self._call_ids.add(call_id)
-        return call if call_id == call.id else ToolCall(call_id, call.name, call.arguments)
+        return call_id
 
     async def _reply_to_speech(self, audio: np.ndarray, on_transcript: TranscriptCallback) -> AsyncIterator[str]:
         self.chat_history.begin_reply()

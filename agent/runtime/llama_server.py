@@ -2,7 +2,7 @@
 llama-cpp-python sdist vendors, then started and stopped as a child process.
 
 The binary is a continuous-batching OpenAI-compatible engine: `-np N` slots decode N requests
-at once, each with its own prompt cache (llama-cpp-python's server answers one at a time).
+at once, each with its own prompt cache.
 
 Build (`ensure_llama_server`): the sdist (`pip download --no-deps --no-binary=:all:`, into the
 cache's sdists/ folder, sha256 pinned like every model file) is unpacked in a temporary

@@ -55,6 +55,13 @@ class ToolPrompt:
     def spec(self, name: str) -> dict:
         return next(spec for spec in self.specs if spec["function"]["name"] == name)
 
+    def call_schema(self, name: str) -> dict:
+        """The JSON schema of one call of tool `name` written as text (`{"name": ..., "arguments":
+        {...}}`): what a forced round's output is constrained to (a llama.cpp grammar in process, the
+        engine's `response_format` remotely)."""
+        return {"type": "object", "required": ["name", "arguments"], "additionalProperties": False,
+                "properties": {"name": {"const": name}, "arguments": self.spec(name)["function"]["parameters"]}}
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(spec["function"]["name"] for spec in self.specs)
