@@ -11,18 +11,28 @@ PY="$VENV/bin/python"
 
 system_packages() {
   # Debian's Chromium for the browser end-to-end test (Playwright drives the system binary; it
-  # never downloads a browser).
-  command -v chromium >/dev/null && return 0
+  # never downloads a browser); cmake, Ninja and g++ build llama-server for the engine tests;
+  # HAProxy is the load balancer of the scale-out test (deploy/haproxy.cfg).
+  local want=()
+  command -v chromium >/dev/null || want+=(chromium)
+  command -v cmake >/dev/null || want+=(cmake)
+  command -v ninja >/dev/null || want+=(ninja-build)
+  command -v g++ >/dev/null || want+=(g++)
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || want+=(haproxy)
+  [ ${#want[@]} = 0 ] && return 0
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  echo "== installing Debian packages: chromium"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; }; then
-    echo "could not install chromium with apt-get; the browser test needs it" >&2
+  echo "== installing Debian packages: ${want[*]}"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${want[@]}"; }; then
+    echo "could not install ${want[*]} with apt-get; the browser, engine and balancer tests need them" >&2
     [ "${CI:-}" = "true" ] && exit 1
   fi
 }
 
 install() {
+  # `install engine`: llama-server must build (the tests and `./dev.sh engine` need it); otherwise
+  # a failed build is a warning and the in-process cascade still serves.
+  local need_engine="${1:-}"
   if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV"
   fi
@@ -40,23 +50,28 @@ install() {
   fi
   echo "== model files"
   "$PY" run.py models
+  echo "== llama-server (built once from the pinned llama.cpp sources: ~7 min on 2 cores)"
+  if ! "$PY" run.py engine --build-only; then
+    [ "$need_engine" = engine ] && exit 1
+    echo "llama-server could not be built; the agent serves with its in-process cascade" >&2
+  fi
 }
 
 cmd="${1:-serve}"
 shift || true
 case "$cmd" in
   install)
-    install ;;
+    install "$@" ;;
   serve)
     install
     exec "$PY" run.py serve "$@" ;;
   test)
     system_packages
-    install
+    install engine
     exec ./scripts/run-tests.sh "$@" ;;
   engine)
     # a local server bound to 127.0.0.1, not inside loopback.sh (an agent outside that namespace could not reach it)
-    install
+    install engine
     exec "$PY" run.py engine "$@" ;;
   bench)
     install

@@ -117,6 +117,8 @@ class ServerConfig(_Schema):
     max_sessions: int = Field(ge=1)
     capacity_calls: int = Field(ge=0)  # 0 = the models' own figure
     capacity_retry_after_s: int = Field(ge=1)
+    agent_check_port: int = Field(ge=0, le=65535)  # 0 = no agent check
+    trusted_proxies: Annotated[list[str], _must(_valid_networks, 'a list of addresses or networks such as "10.0.0.5" or "10.0.0.0/24"')]
     max_sessions_per_address: int = Field(ge=1)
     rate_limit_per_minute: int = Field(ge=0)  # 0 = no limit
     max_sdp_bytes: int = Field(ge=1024)

@@ -20,7 +20,7 @@ from agent.models import AgentModels
 from agent.runtime.model_thread import stuck_models
 from agent.tools.toolbox import toolbox_for
 
-from .guard import Rejected, security_middleware
+from .guard import Rejected, forwarded_for_middleware, security_middleware
 from .metrics import AgentMetrics
 from .offer import CheckedOffer, OfferError, OfferPolicy, check_sdp_offer
 from .peers import PeerRegistry
@@ -120,7 +120,7 @@ def create_app(config: Config, models: AgentModels) -> web.Application:
     # The configured tools are made (and checked against the brain) now, not at the first call.
     check_tools(models.brain, toolbox_for(config))
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[security_middleware(config.server)])
+                          middlewares=[forwarded_for_middleware(config.server), security_middleware(config.server)])
     registry = PeerRegistry(config, models)
     metrics = AgentMetrics(active_sessions=lambda: len(registry), load=registry.admission.load)
     metrics.record_models(models)

@@ -2,6 +2,9 @@
 what a request must look like before a handler sees it.
 
 Every request (pages included):
+- caller: a request from a load balancer in `server.trusted_proxies` is taken as coming from the
+  last address its X-Forwarded-For names (HAProxy's `option forwardfor`), so the per-address
+  limits below count callers; from anyone else the header is ignored (it could be forged);
 - host: the Host header must name this server (`server.allowed_hosts`; by default, when bound to
   a loopback address, only localhost, 127.0.0.1 and ::1), so a web page that rebinds its own DNS
   name to 127.0.0.1 cannot reach the agent (403).
@@ -280,6 +283,31 @@ def _abandon_body(request: web.Request) -> None:
     after the answer (and log a decoding error as an unhandled exception); the connection is
     closed after the answer instead."""
     request.content.feed_eof()
+
+
+def forwarded_for_middleware(config: ServerConfig):
+    """`request.remote` as the caller's address behind a trusted balancer (the module docstring)."""
+    proxies = [ipaddress.ip_network(value, strict=False) for value in config.trusted_proxies]
+
+    def trusted(address: str | None) -> bool:
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(ip in network for network in proxies)
+
+    @web.middleware
+    async def caller_address(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        if proxies and forwarded and trusted(request.remote):
+            last = ",".join(forwarded).split(",")[-1].strip()
+            try:
+                request = request.clone(remote=str(ipaddress.ip_address(last)))
+            except ValueError:
+                return web.json_response({"error": "X-Forwarded-For does not end with an IP address"}, status=400)
+        return await handler(request)
+
+    return caller_address
 
 
 def security_middleware(config: ServerConfig):

@@ -2,7 +2,8 @@
 
 `running_server(config, models)` applies the aiortc adjustments, starts the aiohttp app on
 `server.host:server.port` (port 0 = any free port) and yields a `RunningServer` with the URL it
-actually listens on; leaving the block closes every peer and the listening socket.
+actually listens on (and the load balancer's agent check on `server.agent_check_port`, if set:
+agent_check.py); leaving the block closes every peer and the listening sockets.
 `loopback_config` pins a config to 127.0.0.1 with no STUN server (tests and benchmarks).
 
 Slow clients (aiohttp's settings, from `[server]`): a connection must deliver each request's
@@ -17,6 +18,7 @@ drained for at most LINGERING_S. On shutdown, requests still in flight get `shut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,7 +35,8 @@ from agent.config import Config
 from agent.models import AgentModels
 
 from . import aiortc_adjustments
-from .app import create_app
+from .agent_check import agent_check_line, agent_check_server
+from .app import REGISTRY, create_app
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,12 @@ async def running_server(config: Config, models: AgentModels) -> AsyncIterator[R
     host, port = runner.addresses[0][:2]
     host = f"[{host}]" if ":" in host else host
     try:
-        yield RunningServer(f"http://{host}:{port}", app)
+        async with contextlib.AsyncExitStack() as stack:
+            if server.agent_check_port:
+                admission = app[REGISTRY].admission
+                await stack.enter_async_context(agent_check_server(
+                    server.host, server.agent_check_port, lambda: agent_check_line(admission)))
+            yield RunningServer(f"http://{host}:{port}", app)
     finally:
         await runner.cleanup()
 

@@ -5,6 +5,7 @@ connection that keeps what it hears, and a headless client that has had its `hel
 from __future__ import annotations
 
 import asyncio
+import inspect
 import contextlib
 import fractions
 import socket
@@ -25,10 +26,16 @@ LOUD_RMS = 200  # ~ -44 dBFS: a received frame louder than this carries speech
 # -- waiting and events -------------------------------------------------------------------------
 
 async def wait_until(predicate, timeout_s: float = 10.0, what: str = "the condition", poll_s: float = 0.05) -> None:
-    """Poll `predicate` every `poll_s` until it is true; fail the test after `timeout_s`."""
+    """Poll `predicate` (a function, or an async one) every `poll_s` until it is true; fail the
+    test after `timeout_s`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not predicate():
+
+    async def holds() -> bool:
+        result = predicate()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    while not await holds():
         if loop.time() > deadline:
             pytest.fail(f"not within {timeout_s} s: {what}")
         await asyncio.sleep(poll_s)

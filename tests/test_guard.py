@@ -3,16 +3,18 @@
 import asyncio
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from agent.config import load_config
 from signaling.app import REGISTRY
 from agent.testing import stub_models
 from signaling.server import loopback_config, running_server
-from signaling.guard import Admission, RateLimiter, Rejected
+from signaling.agent_check import agent_check_line
+from signaling.guard import Admission, RateLimiter, Rejected, forwarded_for_middleware
 from signaling.client import HeadlessClient
 
-from .helpers import offer_sdp
+from .helpers import free_port, offer_sdp
 
 TOKEN = "s3cret-token"
 
@@ -179,3 +181,74 @@ async def test_a_call_beyond_capacity_gets_503_with_retry_after_and_health_repor
             async with http.get(f"{server.url}/metrics") as resp:
                 assert "voice_agent_load 1.0" in await resp.text()
             await first.close()
+
+
+def test_the_agent_check_line_gives_the_free_share_drains_at_capacity_and_is_down_when_stuck():
+    admission = Admission(guarded_config(**{"server.max_sessions": "16", "server.capacity_calls": "4"}).server)
+    assert agent_check_line(admission, stuck=[]) == "up ready 100%\n"
+    slots = [admission.admit(f"10.0.0.{i}") for i in range(3)]
+    assert agent_check_line(admission, stuck=[]) == "up ready 25%\n"
+    slots.append(admission.admit("10.0.0.9"))
+    assert agent_check_line(admission, stuck=[]) == "up drain\n"  # at capacity: no new calls
+    slots.pop().release()
+    assert agent_check_line(admission, stuck=["llm"]) == "down\n"
+    admission.closing = True
+    assert agent_check_line(admission, stuck=[]) == "down\n"
+
+
+async def test_the_agent_check_port_answers_the_current_load_to_each_connection():
+    config = guarded_config(**{"server.auth_token": "", "server.max_sessions": "8", "server.capacity_calls": "2",
+                               "server.agent_check_port": str(free_port())})
+
+    async def read_check() -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", config.server.agent_check_port)
+        line = (await reader.read()).decode()
+        writer.close()
+        return line
+
+    async with running_server(config, stub_models()) as server:
+        assert await read_check() == "up ready 100%\n"
+        client = HeadlessClient(config.ice)
+        await client.connect(server.url)
+        await client.wait_event(lambda e: e.get("type") == "hello", 10)
+        assert await read_check() == "up ready 50%\n"
+        await client.close()
+    with pytest.raises(OSError):  # closed with the server
+        await read_check()
+
+
+async def test_x_forwarded_for_names_the_caller_only_behind_a_trusted_proxy():
+    seen: list[str] = []
+
+    async def remote(request):
+        seen.append(request.remote)
+        return aiohttp.web.Response(text="ok")
+
+    async def addresses(trusted: str, headers: list[dict]) -> list[tuple[int, str | None]]:
+        app = aiohttp.web.Application(middlewares=[forwarded_for_middleware(
+            guarded_config(**{"server.trusted_proxies": trusted}).server)])
+        app.router.add_get("/", remote)
+        runner = aiohttp.web.AppRunner(app)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        out = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for header in headers:
+                    seen.clear()
+                    async with http.get(f"http://127.0.0.1:{port}/", headers=header) as resp:
+                        out.append((resp.status, seen[0] if seen else None))
+        finally:
+            await runner.cleanup()
+        return out
+
+    forwarded = [{"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.1, 203.0.113.8"}, {},
+                 {"X-Forwarded-For": "not-an-address"}]
+    # The test client is 127.0.0.1: trusted, the last forwarded address is the caller.
+    assert await addresses("127.0.0.0/8", forwarded) == [
+        (200, "203.0.113.7"), (200, "203.0.113.8"), (200, "127.0.0.1"), (400, None)]
+    # Not trusted (or none configured): the header is ignored, whatever it says.
+    assert await addresses("10.0.0.1", forwarded) == [(200, "127.0.0.1")] * 4
+    assert await addresses("", forwarded) == [(200, "127.0.0.1")] * 4
