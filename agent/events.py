@@ -103,7 +103,8 @@ class TurnFinished:
     `preemptive` (started at a pause, before the end of the turn was certain), the `end_of_turn`
     verdict, `queue_wait_ms` (how long its model work waited behind other calls': for the CPU or
     an LLM slot), and the `tools` it called (`name`, `status`, `start_ms` after the end of speech,
-    `ms` running)."""
+    `ms` running); `queue_wait_by_model_ms` splits the queue wait by model ("asr", "llm", "voice";
+    the end-of-turn verdict's own wait is in `end_of_turn`)."""
 
     type: ClassVar[str] = "timeline"
     turn: int
@@ -115,6 +116,7 @@ class TurnFinished:
     end_of_turn: dict[str, float | bool] = field(default_factory=dict)  # the model's last verdict, if asked
     queue_wait_ms: float = 0.0
     tools: list[dict[str, Any]] = field(default_factory=list)  # each tool call: name, status, start_ms, ms
+    queue_wait_by_model_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class CallerTurn:
     answer: str
     preemptions_discarded: int = 0
     server_ms: dict[str, float] = field(default_factory=dict)  # the turn's timeline (ms after the end of speech)
+    queue_wait_by_model_ms: dict[str, float] = field(default_factory=dict)  # the queue wait split by model
+    end_of_turn_waited_ms: float | None = None  # the verdict that ended the turn: how long it waited to run
 
 
 @dataclass
@@ -87,7 +89,8 @@ async def _ask(client: HeadlessClient, caller: int, turn: int, question: Questio
     discarded = sum(1 for _, e in client.events[since:] if e.get("type") == "preemption_discarded")
     return CallerTurn(caller, turn, question.label, question.speaker, v2v, gap,
                       float(timeline.get("queue_wait_ms", 0.0)), timeline["outcome"], answer, discarded,
-                      dict(timeline.get("ms", {})))
+                      dict(timeline.get("ms", {})), dict(timeline.get("queue_wait_by_model_ms", {})),
+                      timeline.get("end_of_turn", {}).get("waited_ms"))
 
 
 async def measure_together(config: Config, models: AgentModels, questions: list[Question], callers: int,
@@ -126,6 +129,22 @@ async def measure_together(config: Config, models: AgentModels, questions: list[
     return run
 
 
+def wait_rows(run: TogetherRun) -> list[str]:
+    """Per stage: median and max per turn of the time spent queued, and when the turn ended."""
+    def row(label: str, values: list[float]) -> str:
+        return f"| {label} | {statistics.median(values):.0f} | {max(values):.0f} |" if values else f"| {label} | - | - |"
+
+    models = sorted({model for t in run.turns for model in t.queue_wait_by_model_ms})
+    rows = [row(f"queued for {model}", [t.queue_wait_by_model_ms.get(model, 0.0) for t in run.turns]) for model in models]
+    rows.append(row("end-of-turn verdict queued", [t.end_of_turn_waited_ms for t in run.turns
+                                                   if t.end_of_turn_waited_ms is not None]))
+    rows.append(row("turn ended (after the end of speech)", [t.server_ms["turn_end"] for t in run.turns
+                                                             if "turn_end" in t.server_ms]))
+    rows.append(row("first token (after the end of speech)", [t.server_ms["first_token"] for t in run.turns
+                                                              if "first_token" in t.server_ms]))
+    return rows
+
+
 def together_markdown(run: TogetherRun) -> str:
     v2v = run.voice_to_voice()
 
@@ -144,6 +163,10 @@ def together_markdown(run: TogetherRun) -> str:
         "",
         f"Answers heard: {len(v2v)} of {len(run.turns)}; refused callers: {len(run.refused)}"
         + (f" ({', '.join(run.refused)})" if run.refused else "") + ".", "",
+        "Where the callers' waits went (per turn, ms; the end of the turn after the end of speech "
+        "includes the hangover and the end-of-turn verdict):", "",
+        "| wait | median | max |", "|---|---:|---:|",
+        *wait_rows(run), "",
         "Model steps over the run (from loading on): " + "; ".join(
             f"{m}: {t['steps']} steps, {t['ran_s']} s running, {t['waited_s']} s waiting" for m, t in run.model_time.items()),
         "", "| round | caller | voice | voice-to-voice ms | longest gap ms | queue wait ms | answer |",

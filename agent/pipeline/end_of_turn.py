@@ -16,6 +16,7 @@ pipecat-ai or its dependencies) and verified by sha256 like every model file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class Verdict:
     complete: bool
     probability: float  # that the turn is complete
     ms: float  # time the decision took
+    waited_ms: float = 0.0  # time it waited before running (other calls' model work: CPU, the model's thread)
 
 
 class SmartTurn:
@@ -106,7 +108,10 @@ class SmartTurn:
         return Verdict(probability > self.threshold, round(probability, 3), round(ms, 1))
 
     async def verdict(self, audio: np.ndarray) -> Verdict:
-        return await self.thread.run(self.verdict_blocking, audio)
+        asked = time.perf_counter()
+        verdict = await self.thread.run(self.verdict_blocking, audio)
+        waited = max(0.0, (time.perf_counter() - asked) * 1000.0 - verdict.ms)
+        return dataclasses.replace(verdict, waited_ms=round(waited, 1))
 
     def close(self) -> None:
         self.thread.shutdown()

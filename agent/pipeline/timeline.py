@@ -80,6 +80,7 @@ class TurnTimeline:
     end_of_turn: dict = field(default_factory=dict)  # the end-of-turn model's verdict that ended the turn
     playout: PlayoutMeter = field(default_factory=PlayoutMeter)
     queue_wait_s: float = 0.0  # time its model steps waited for the CPU or an LLM slot (other calls' work)
+    queue_wait_by_model_s: dict[str, float] = field(default_factory=dict)  # the same per model
     tools: list[ToolSpan] = field(default_factory=list)
 
     def tool_started(self, name: str, at: float) -> ToolSpan:
@@ -119,7 +120,8 @@ class TurnTimeline:
         seconds, comparable between processes on one machine) for transport measurements."""
         return TurnFinished(self.turn, self.outcome, self.relative_ms(), dict(self.marks), self.playout.summary(),
                             self.preemptive, dict(self.end_of_turn), round(self.queue_wait_s * 1000.0, 1),
-                            self.tool_summary())
+                            self.tool_summary(),
+                            {model: round(s * 1000.0, 1) for model, s in self.queue_wait_by_model_s.items()})
 
     def log_line(self) -> str:
         figures = " ".join(f"{stage}=+{ms:.0f}ms" for stage, ms in self.relative_ms().items() if stage != "speech_end")

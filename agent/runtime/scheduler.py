@@ -25,7 +25,8 @@ one call 776 vs 917 ms voice to voice; four at once 1878 vs 2399 ms median, long
 
 `Urgency` travels with the work through a context variable: the session sets one for each turn
 (and one for its own quick work) and every `ModelThread` call made in that context carries it.
-Each `Urgency` sums the time its steps waited for the CPU (the turn's `queue_wait`).
+Each `Urgency` sums the time its steps waited for the CPU (the turn's `queue_wait`), also per
+model (which stage's queue a caller waited in).
 
 A step that runs far longer than any step should (`stuck_after_s`: a model hung in native code)
 has its lease written off, so the other calls go on; its model is reported stuck (`ModelThread`).
@@ -57,6 +58,7 @@ class Urgency:
     deadline: Callable[[], float]
     label: str = ""
     waited_s: float = 0.0  # time this call's steps spent waiting for the CPU (or an LLM slot)
+    waited_by_model: dict[str, float] = field(default_factory=dict)  # the same, per model ("asr", "voice", ...)
     steps: int = 0
     waiting: int = 0  # its steps waiting right now (behind other calls' work: not a stalled model)
 
@@ -152,6 +154,7 @@ class ComputeScheduler:
             per_model[1] += waited
         if urgency is not None:
             urgency.waited_s += waited
+            urgency.waited_by_model[model] = urgency.waited_by_model.get(model, 0.0) + waited
             urgency.steps += 1
         return lease, waited
 

@@ -227,7 +227,7 @@ class AgentSession:
         verdict = self.arbiter.take()
         if verdict is not None:
             answer.timeline.end_of_turn = {"complete": verdict.complete, "probability": verdict.probability,
-                                           "ms": verdict.ms}
+                                           "ms": verdict.ms, "waited_ms": verdict.waited_ms}
         self.answer = answer
         self._set_state("thinking")
 
@@ -271,6 +271,7 @@ class AgentSession:
         if timeline.outcome == "pending":
             timeline.outcome = "answered"
         timeline.queue_wait_s = answer.urgency.waited_s
+        timeline.queue_wait_by_model_s = dict(answer.urgency.waited_by_model)
         self.timelines.append(timeline)
         log.info("session %s %s", self.id, timeline.log_line())
         self.emit(timeline.as_event())
