@@ -191,9 +191,7 @@ def _engine_warm_body(config: Config) -> dict:
     from agent.tools.toolbox import toolbox_for
 
     brain = OpenAICompatibleBrain(None, None, config.openai, config.brain)  # type: ignore[arg-type]  # request() only
-    tools = toolbox_for(config).prompt() if brain.supports_tools else None
-    tools = tools if tools is not None and tools.specs else None
-    return brain.request(brain.new_history(tools).next_prompt_prefix(), max_tokens=1, tools=tools)
+    return brain.first_turn_request(toolbox_for(config).prompt())
 
 
 def _engine(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agent.runtime.model_thread import ModelStuck, ModelThread, stuck_models
-from agent.runtime.scheduler import ComputeScheduler, Urgency, current_urgency
+from agent.runtime.scheduler import ComputeScheduler, Urgency, before_all, current_urgency
 
 
 def _urgency(deadline: float, label: str = "") -> Urgency:
@@ -191,3 +191,31 @@ async def test_each_call_is_told_how_long_it_waited_for_the_cpu():
     assert first.steps == second.steps == 1
     thread.shutdown()
     other.shutdown()
+    assert set(second.waited_by_model) == {"asr"} and second.waited_by_model["asr"] == second.waited_s
+
+
+def test_an_end_of_turn_verdict_goes_before_callers_already_waiting_for_their_first_word():
+    scheduler = ComputeScheduler(cores=1)
+    held, _ = scheduler.acquire(1, 0.0)  # a token step is running
+    order: list[str] = []
+
+    def wait(label: str, urgency: Urgency) -> None:
+        lease, _ = scheduler.acquire(1, urgency.deadline(), urgency)
+        order.append(label)
+        scheduler.release(lease)
+
+    waiting = [threading.Thread(target=wait, args=(label, urgency)) for label, urgency in (
+        ("token of a caller waiting 2 s", _urgency(time.perf_counter() - 2.0)),
+        ("sentence of a caller waiting 1 s", _urgency(time.perf_counter() - 1.0)))]
+    for t in waiting:
+        t.start()
+    while len(scheduler._waiting) < 2:
+        time.sleep(0.01)
+    verdict = threading.Thread(target=wait, args=("end-of-turn verdict", before_all("verdict")))
+    verdict.start()
+    while len(scheduler._waiting) < 3:
+        time.sleep(0.01)
+    scheduler.release(held)
+    for t in (*waiting, verdict):
+        t.join(5)
+    assert order[0] == "end-of-turn verdict", order

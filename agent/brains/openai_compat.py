@@ -123,6 +123,12 @@ class OpenAICompatibleBrain(Brain):
                     "name": f"{required_tool}_call", "strict": True, "schema": tools.call_schema(required_tool)}}
         return body
 
+    def first_turn_request(self, tools: ToolPrompt | None = None) -> dict:
+        """A first turn's request up to the user's words, for one token: what warms an engine's
+        prompt cache (the warm-up here, and `run.py engine` for every slot)."""
+        tools = tools if tools is not None and tools.specs and self.supports_tools else None
+        return self.request(self.new_history(tools).next_prompt_prefix(), max_tokens=1, tools=tools)
+
     def stream(self, messages: list[dict], tools: ToolPrompt | None = None,
                required_tool: str | None = None) -> AsyncIterator[str | ToolCall]:
         return self.client.chat_stream(self.request(messages, tools=tools, required_tool=required_tool))
@@ -138,12 +144,16 @@ class OpenAICompatibleBrain(Brain):
         started = time.perf_counter()
         if isinstance(self.transcriber, WhisperTranscriber):
             await self.transcriber.transcribe(np.zeros(RATE, dtype=np.int16))
-        # One token for the persona, so an engine with a prompt cache has it; an engine that is
-        # not up yet is only a warning: each turn tries again, and fails as an `error` event.
+        # One token for a first turn's request up to the user's words (the persona and, with
+        # `tools`, their instructions and specs: what every conversation sends), so an engine with
+        # a prompt cache has it. A different prompt here would take a slot's cache from the real
+        # prefix: with llama-server that slot's next caller evaluated the whole ~300-token prompt
+        # in one batch with the other slots' tokens, which stalled every call for seconds
+        # (scripts/bench-many-callers.sh). An engine that is not up yet is only a warning: each
+        # turn tries again, and fails as an `error` event.
         try:
             if self.settings.mode == "text":
-                async with contextlib.aclosing(self.client.chat_stream(
-                        self.request(self.new_history().next_prompt_prefix(), max_tokens=1))) as pieces:
+                async with contextlib.aclosing(self.client.chat_stream(self.first_turn_request(tools))) as pieces:
                     async for _ in pieces:
                         pass
             else:

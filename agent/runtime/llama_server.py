@@ -14,8 +14,7 @@ with a stamp of the sdist's sha256 and the cmake flags; a later call finds it an
 it, which is what a per-machine cache holds.
 
 Process (`LlamaServer`): `llama-server -m GGUF --host 127.0.0.1 --port P -np N -c C -t T -tb T
---no-webui` with `OMP_WAIT_POLICY=PASSIVE` (idle threads sleep instead of spinning on shared
-cores), ready once `GET /health` answers 200; `warm_slots` sends one request per slot
+--no-webui`, ready once `GET /health` answers 200; `warm_slots` sends one request per slot
 (`id_slot`) with the agent's own prompt so no caller's first turn pays for prompt evaluation
 (a cold slot costs ~2.5 s of first token with four callers at once). Nothing here knows about
 the agent's brains or WebRTC.
@@ -228,7 +227,13 @@ class LlamaServer:
         """Start the process and return once `GET /health` answers 200 (the model is loaded)."""
         if self.running():
             raise RuntimeError(f"llama-server is already running (pid {self.process.pid})")
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        env = {**os.environ}
+        # libgomp's default wait (spin briefly, then sleep), not the agent's PASSIVE (which a parent
+        # process that loaded the models passes on): one context decoding every slot has no other
+        # llama.cpp threads to yield to, and sleeping at each of the ~700 barriers of a token made
+        # it 88 instead of 56 ms (2 threads, /completion timings, the same GGUF; see the note of the
+        # commit that removed it).
+        env.pop("OMP_WAIT_POLICY", None)
         env.pop("LLAMA_API_KEY", None)
         if self.api_key:
             env["LLAMA_API_KEY"] = self.api_key

@@ -69,6 +69,13 @@ def due_now(label: str = "") -> Urgency:
     return Urgency(lambda: asked, label)
 
 
+def before_all(label: str = "") -> Urgency:
+    """Small work on every caller's critical path (an end-of-turn verdict, ~30 ms): ahead of every
+    deadline, so it never waits behind other calls' tokens or sentences, only for a step already
+    running to finish (first come, first served among such work)."""
+    return Urgency(lambda: float("-inf"), label)
+
+
 IDLE_SLACK_S = 10.0
 
 

@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 
 class EndOfTurnArbiter:
     def __init__(self, model: SmartTurn | None, detector: TurnDetector, config: TurnsConfig,
-                 emit: Callable[[Event], None], run_due_now: Callable[[Coroutine, str], asyncio.Task],
+                 emit: Callable[[Event], None], run_first: Callable[[Coroutine, str], asyncio.Task],
                  label: str = "session") -> None:
         self.model = model  # None: silence alone decides
         self.detector = detector
         self.config = config
         self.emit = emit
-        self.run_due_now = run_due_now
+        self.run_first = run_first  # runs the verdict ahead of other calls' model work
         self.label = label
         self.verdict: Verdict | None = None  # the latest verdict in this utterance
         self._heard: tuple[int, str] | None = None  # (pause id, what the preemptive answer heard)
@@ -56,7 +56,7 @@ class EndOfTurnArbiter:
         if over_agent:
             self.detector.set_verdict(pause_id, True)
             return
-        future = self.run_due_now(self.model.verdict(audio), "end of turn")
+        future = self.run_first(self.model.verdict(audio), "end of turn")
 
         def done(f: asyncio.Future) -> None:
             if self._closed or f.cancelled():

@@ -50,7 +50,7 @@ from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE, PcmQueue
 from agent.pipeline.timeline import TurnTimeline
 from agent.pipeline.turns import (TurnDetector, TurnEvent, UserPaused, UserResumed, UserSoundDiscarded,
                                   UserSpeechStarted, UserTurnEnded)
-from agent.runtime.scheduler import due_now, task_with_urgency
+from agent.runtime.scheduler import before_all, due_now, task_with_urgency
 from agent.tools.toolbox import ToolBox
 from agent.voices.base import Voice
 
@@ -92,7 +92,7 @@ class AgentSession:
         self.echo = EchoGate(config.turns.echo_margin_db, self.output)
         self.interruptions = InterruptionJudge(config.turns, self.output, self.emit, self.conversation.transcribe,
                                                self._run_due_now, self._answer_interruption)
-        self.arbiter = EndOfTurnArbiter(model, self.user_turns, config.turns, self.emit, self._run_due_now,
+        self.arbiter = EndOfTurnArbiter(model, self.user_turns, config.turns, self.emit, self._run_before_all,
                                         f"session {self.id}")
         self.preemption = Preemption(self.conversation, self.emit, clock)
 
@@ -129,9 +129,14 @@ class AgentSession:
             answer.timeline.playout.frame(lateness_s, filled, frame_samples, PLAYOUT_RATE)
 
     def _run_due_now(self, work: Coroutine, what: str) -> asyncio.Task:
-        """Run the session's own quick model work (an end-of-turn verdict, judging a sound over the
-        agent) as due now: someone is waiting for it."""
+        """Run the session's own quick model work (judging a sound over the agent) as due now:
+        someone is waiting for it."""
         return task_with_urgency(work, due_now(f"session {self.id} {what}"))
+
+    def _run_before_all(self, work: Coroutine, what: str) -> asyncio.Task:
+        """Run an end-of-turn verdict before every other call's work (`before_all`): it is small
+        and the caller's turn cannot end without it."""
+        return task_with_urgency(work, before_all(f"session {self.id} {what}"))
 
     # -- heard audio -> the user's turns ---------------------------------------------------
     def hear(self, pcm: np.ndarray) -> None:
