@@ -81,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="slots: requests decoded at once, each with its own prompt cache (default 4)")
     engine.add_argument("--context", "-c", type=int, default=8192, metavar="TOKENS",
                         help="the KV cache in tokens, shared by the slots: context / parallel each (default 8192)")
-    engine.add_argument("--threads", "-t", type=int, default=2, metavar="N",
-                        help="CPU threads for generation and prompt evaluation (default 2)")
+    engine.add_argument("--threads", "-t", type=int, default=1, metavar="N",
+                        help="CPU threads for generation and prompt evaluation (default 1: beside an agent on 2 "
+                             "cores, four callers at once waited a median 5.8 s with 1 against 7.9 s with 2, "
+                             "scripts/bench-many-callers.sh; an engine with cores of its own wants them all: "
+                             "alone, 10.1 tokens/s with 2 against 4.7 with 1, scripts/engine_probe.py)")
     engine.add_argument("--api-key-env", metavar="NAME", default=argparse.SUPPRESS, help="require the API key held by this environment "
                         "variable (the agent then needs openai.api_key_env = NAME)")
     engine.add_argument("--no-warm", action="store_true", help="do not warm the slots with the agent's system prompt")
@@ -184,16 +187,6 @@ def _models(config: Config, verify: bool) -> int:
     return 0
 
 
-def _engine_warm_body(config: Config) -> dict:
-    """The request the openai brain sends for a first turn, up to the user's words: the persona, the
-    tools' instructions and specs (as the session gives them), and an empty user turn."""
-    from agent.brains.openai_compat import OpenAICompatibleBrain
-    from agent.tools.toolbox import toolbox_for
-
-    brain = OpenAICompatibleBrain(None, None, config.openai, config.brain)  # type: ignore[arg-type]  # request() only
-    return brain.first_turn_request(toolbox_for(config).prompt())
-
-
 def _engine(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import os
     import signal
@@ -233,7 +226,9 @@ def _engine(config: Config, args: argparse.Namespace, parser: argparse.ArgumentP
               f"{args.context // args.parallel} tokens, {args.threads} threads, ready in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
         if not args.no_warm:
-            seconds = server.warm_slots(_engine_warm_body(config))
+            from agent.local_engine import first_turn_request
+
+            seconds = server.warm_slots(first_turn_request(config))
             print(f"== every slot holds the agent's system prompt (warmed in {max(seconds):.1f} s)", flush=True)
         settings = ["brain.kind=openai", f"openai.base_url={server.url}"]
         if api_key:

@@ -30,6 +30,8 @@ from .together import CallerTurn, TogetherRun, measure_together, together_markdo
 
 RESULTS = REPO / "docs" / "benchmarks"  # the result files BENCHMARKS.md is written from
 CONTEXT_FILE = "report.json"
+ENGINE_RUN = "together-engine-c4.json"  # four callers on the agent + llama-server
+ENGINE_THREADS = 1  # llama-server's threads beside the agent on 2 cores (scripts/bench-many-callers.sh: 1 beat 2)
 RUNS = (  # the runs over WebRTC, in the page's order: file stem (mode-cN), the command it stands for
     ("cascade-c1", "python run.py bench --turns 10"),
     ("stub-c1", "python run.py bench --stub --turns 20"),
@@ -125,6 +127,9 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
         write_json(f"together-c{beyond.callers}.json", beyond, out_dir)
     finally:
         models.close()
+    on_engine = await together_on_engine(config, questions, 4, turns_override or 3)
+    if on_engine is not None:
+        write_json(ENGINE_RUN, on_engine, out_dir)
     stub_questions = await questions_for(None, [])
     runs.append(await bench_in_process(config, stub_models(), stub_questions, turns_override or 20, 1, "stub"))
     runs.append(await bench_in_process(config, stub_models(), stub_questions, turns_override or 5, 10, "stub"))
@@ -139,6 +144,25 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
 
 
 # -- BENCHMARKS.md, from the result files alone -----------------------------------------------
+async def together_on_engine(config: Config, questions, callers: int, rounds: int) -> TogetherRun | None:
+    """The same callers on the agent + llama-server (`-np callers`, ENGINE_THREADS threads, slots
+    warmed) on the same cores; None (and a line saying why) where llama-server is not built."""
+    from agent.local_engine import local_engine, pointed_at
+    from agent.runtime.llama_server import LlamaServerError
+
+    try:
+        with local_engine(config, callers, 2048 * callers, ENGINE_THREADS) as (server, _warmed_s):
+            engine_config = pointed_at(config, server.url)
+            models = await load_real_models(engine_config)
+            try:
+                return await measure_together(engine_config, models, questions, callers, rounds, server.process.pid)
+            finally:
+                models.close()
+    except LlamaServerError as exc:
+        print(f"skipped the callers on llama-server: {exc}")
+        return None
+
+
 def load_bench_run(path: Path) -> BenchRun:
     """A run as `write_run_files` wrote it ({"run": ..., "summary": ...})."""
     data = json.loads(path.read_text())["run"]
@@ -166,6 +190,7 @@ def benchmarks_markdown(results_dir: Path = RESULTS) -> str:
     turn_taking = TurnTakingResult(**load("turn-taking.json"))
     backchannels = [BackchannelResult(**row) for row in load("backchannels.json")]
     together = load_together(results_dir / "together-c4.json")
+    on_engine = load_together(results_dir / ENGINE_RUN) if (results_dir / ENGINE_RUN).exists() else None
     beyond = load_together(results_dir / context.beyond)
     runs = {stem: load_bench_run(results_dir / f"{stem}.json") for stem, _ in RUNS}
     sections = [f"Command: `{command}` (inside `./dev.sh bench`, which adds the loopback-only network "
@@ -225,6 +250,14 @@ def benchmarks_markdown(results_dir: Path = RESULTS) -> str:
         f"### One caller beyond capacity (`./dev.sh bench --concurrency {beyond.callers} --together --turns 1`)",
         "",
         together_markdown(beyond),
+        "",
+        "### The same four callers on the agent + llama-server",
+        "",
+        (f"llama.cpp's own server (`python run.py engine --parallel 4 --threads {ENGINE_THREADS}`, continuous "
+         "batching, every slot warmed with the agent's prompt) on the same two cores, the agent's brain "
+         "`openai` (whisper, the end-of-turn model and the voice stay in the agent). "
+         "`scripts/bench-many-callers.sh` runs both setups alone for other K.\n\n" + together_markdown(on_engine))
+        if on_engine is not None else "Not run: llama-server was not built (`./dev.sh install` builds it).",
         "",
         "## Runs over WebRTC",
         "",

@@ -21,6 +21,7 @@ from agent.runtime.scheduler import shared_scheduler
 from signaling.client import AUDIBLE_DBFS, HeadlessClient, OfferRefused
 from signaling.server import running_server
 
+from .memory import memory_mb
 from .questions import ROOM_NOISE_DBFS, Question, questions_for
 from .report import write_json
 from .runner import bench_config, load_real_models
@@ -54,6 +55,8 @@ class TogetherRun:
     refused: list[str] = field(default_factory=list)  # "status (Retry-After s)" per refused caller
     wall_s: float = 0.0
     model_time: dict[str, dict] = field(default_factory=dict)  # per model: steps, time waiting and running
+    setup: str = "cascade"  # the brain's engine: "cascade" (in process) or "llama-server"
+    memory_mb: dict[str, dict] = field(default_factory=dict)  # after the last round: process -> {pss_mb, rss_mb}
 
     def voice_to_voice(self) -> list[float]:
         return [t.voice_to_voice_ms for t in self.turns if t.voice_to_voice_ms is not None]
@@ -94,9 +97,12 @@ async def _ask(client: HeadlessClient, caller: int, turn: int, question: Questio
 
 
 async def measure_together(config: Config, models: AgentModels, questions: list[Question], callers: int,
-                           rounds: int) -> TogetherRun:
+                           rounds: int, engine_pid: int | None = None) -> TogetherRun:
+    """`callers` callers asking at once, `rounds` times; with `engine_pid` (the llama-server the
+    models' brain talks to) its memory is reported beside this process's."""
     config = bench_config(config)
-    run = TogetherRun(callers, rounds, time.strftime("%Y-%m-%d %H:%M:%S"))
+    run = TogetherRun(callers, rounds, time.strftime("%Y-%m-%d %H:%M:%S"),
+                      setup="llama-server" if engine_pid else "cascade")
     started = time.perf_counter()
     async with running_server(config, models) as server:
         clients: list[HeadlessClient] = []
@@ -120,6 +126,9 @@ async def measure_together(config: Config, models: AgentModels, questions: list[
                     for i, (client, question) in enumerate(zip(clients, asked))))
                 run.turns += results
                 await asyncio.sleep(1.0)
+            run.memory_mb = {"agent and callers": memory_mb() or {}}
+            if engine_pid:
+                run.memory_mb["llama-server"] = memory_mb(engine_pid) or {}
         finally:
             for client in clients:
                 await client.close()
@@ -153,9 +162,14 @@ def together_markdown(run: TogetherRun) -> str:
 
     gaps = [t.longest_gap_ms for t in run.turns]
     waits = [t.queue_wait_ms for t in run.turns]
+    where = "the agent + llama-server (brain.kind = openai)" if run.setup == "llama-server" else "the in-process cascade"
+    memory = "; ".join(f"{name} {m['pss_mb']} MB" for name, m in run.memory_mb.items() if m)
+    total = sum(m.get("pss_mb", 0) for m in run.memory_mb.values())
     lines = [
-        f"{run.callers} callers asking at the same moment, {run.rounds} round(s); started {run.started}, "
-        f"wall {run.wall_s} s.", "",
+        f"{run.callers} callers asking at the same moment on {where}, {run.rounds} round(s); started "
+        f"{run.started}, wall {run.wall_s} s."
+        + (f" Memory after the last round (PSS): {memory}" + (f"; {total} MB together" if len(run.memory_mb) > 1 else "")
+           + " (the bench's callers and their question voices live in the agent's process)." if memory else ""), "",
         "| figure | median | max | n |", "|---|---:|---:|---:|",
         f"| voice-to-voice (ms) | {stat(v2v, statistics.median)} | {stat(v2v, max)} | {len(v2v)} |",
         f"| longest silence inside an answer (ms) | {stat(gaps, statistics.median)} | {stat(gaps, max)} | {len(gaps)} |",

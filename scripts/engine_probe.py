@@ -86,7 +86,6 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=40)
     args = parser.parse_args()
 
-    import run
     from agent.brains.llama_chat import LLM_GGUF
     from agent.config import load_config
     from agent.runtime.llama_server import LlamaServer, ensure_llama_server
@@ -96,7 +95,9 @@ def main() -> int:
     cache_dir = resolve_cache_dir(config.models.cache_dir)
     binary = ensure_llama_server(cache_dir)
     gguf = ensure_files((LLM_GGUF,), cache_dir, progress=False)[LLM_GGUF.relpath]
-    body = run._engine_warm_body(config)
+    from agent.local_engine import first_turn_request
+
+    body = first_turn_request(config)
     body.pop("max_tokens")
     import socket
 

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-def memory_mb(pid: str) -> tuple[float, float] | None:
-    try:
-        text = open(f"/proc/{pid}/smaps_rollup").read()
-    except OSError:
-        return None
-    pss = re.search(r"^Pss:\s+(\d+)", text, re.M)
-    rss = re.search(r"^Rss:\s+(\d+)", text, re.M)
-    return (int(pss.group(1)) / 1024, int(rss.group(1)) / 1024) if pss and rss else None
+from bench.memory import memory_mb  # noqa: E402
 
 
 def main() -> None:
@@ -48,9 +42,9 @@ def main() -> None:
             pattern = next((p for p in patterns if p in command), None)
             sizes = memory_mb(pid) if pattern else None
             if sizes:
-                peak[pattern]["pss_mb"] = max(peak[pattern]["pss_mb"], round(sizes[0]))
-                peak[pattern]["rss_mb"] = max(peak[pattern]["rss_mb"], round(sizes[1]))
-                total += sizes[0]
+                for key in ("pss_mb", "rss_mb"):
+                    peak[pattern][key] = max(peak[pattern][key], sizes[key])
+                total += sizes["pss_mb"]
         state["sum_pss_mb"] = max(state["sum_pss_mb"], round(total))
         state["samples"] += 1
         time.sleep(0.5)

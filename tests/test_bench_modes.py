@@ -229,7 +229,9 @@ def test_callers_asking_together(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(questions, "DEFAULT_QUESTIONS", questions.DEFAULT_QUESTIONS[:2])
     out = bench_in_process(capsys, "--concurrency", "2", "--together", "--turns", "1", "--out", str(tmp_path),
                            "--set", "llm.slots=2", "--set", "llm.max_tokens=24")
-    assert "2 callers asking at the same moment, 1 round(s)" in out and "| voice-to-voice (ms) |" in out
+    assert "2 callers asking at the same moment on the in-process cascade, 1 round(s)" in out
+    assert "| voice-to-voice (ms) |" in out and "Memory after the last round (PSS): agent and callers" in out
+    assert "| end-of-turn verdict queued |" in out
     run_ = json.loads((tmp_path / "together-c2.json").read_text())
     assert len(run_["turns"]) == 2 and not run_["refused"]
 
