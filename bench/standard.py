@@ -143,7 +143,6 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     return 0
 
 
-# -- BENCHMARKS.md, from the result files alone -----------------------------------------------
 async def together_on_engine(config: Config, questions, callers: int, rounds: int) -> TogetherRun | None:
     """The same callers on the agent + llama-server (`-np callers`, ENGINE_THREADS threads, slots
     warmed) on the same cores; None (and a line saying why) where llama-server is not built."""
@@ -151,7 +150,9 @@ async def together_on_engine(config: Config, questions, callers: int, rounds: in
     from agent.runtime.llama_server import LlamaServerError
 
     try:
-        with local_engine(config, callers, 2048 * callers, ENGINE_THREADS) as (server, _warmed_s):
+        log_path = REPO / "artifacts" / "report-llama-server.log"
+        log_path.parent.mkdir(exist_ok=True)
+        with local_engine(config, callers, 2048 * callers, ENGINE_THREADS, log_path=log_path) as (server, _warmed_s):
             engine_config = pointed_at(config, server.url)
             models = await load_real_models(engine_config)
             try:
@@ -163,6 +164,7 @@ async def together_on_engine(config: Config, questions, callers: int, rounds: in
         return None
 
 
+# -- BENCHMARKS.md, from the result files alone -----------------------------------------------
 def load_bench_run(path: Path) -> BenchRun:
     """A run as `write_run_files` wrote it ({"run": ..., "summary": ...})."""
     data = json.loads(path.read_text())["run"]
@@ -245,18 +247,19 @@ def benchmarks_markdown(results_dir: Path = RESULTS) -> str:
         "",
         "## Callers asking at the same moment (`./dev.sh bench --concurrency 4 --together --turns 3`)",
         "",
-        together_markdown(together),
+        together_markdown(together, memory=False),
         "",
         f"### One caller beyond capacity (`./dev.sh bench --concurrency {beyond.callers} --together --turns 1`)",
         "",
-        together_markdown(beyond),
+        together_markdown(beyond, memory=False),
         "",
         "### The same four callers on the agent + llama-server",
         "",
         (f"llama.cpp's own server (`python run.py engine --parallel 4 --threads {ENGINE_THREADS}`, continuous "
          "batching, every slot warmed with the agent's prompt) on the same two cores, the agent's brain "
          "`openai` (whisper, the end-of-turn model and the voice stay in the agent). "
-         "`scripts/bench-many-callers.sh` runs both setups alone for other K.\n\n" + together_markdown(on_engine))
+         "`scripts/bench-many-callers.sh` runs both setups alone, each in its own processes, for other K and with "
+         "each process's memory (docs/DEPLOYMENT.md, \"Measured here\").\n\n" + together_markdown(on_engine, memory=False))
         if on_engine is not None else "Not run: llama-server was not built (`./dev.sh install` builds it).",
         "",
         "## Runs over WebRTC",

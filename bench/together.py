@@ -57,6 +57,7 @@ class TogetherRun:
     model_time: dict[str, dict] = field(default_factory=dict)  # per model: steps, time waiting and running
     setup: str = "cascade"  # the brain's engine: "cascade" (in process) or "llama-server"
     memory_mb: dict[str, dict] = field(default_factory=dict)  # after the last round: process -> {pss_mb, rss_mb}
+    model_time_since: str = "the process started"  # what `model_time` counts from
 
     def voice_to_voice(self) -> list[float]:
         return [t.voice_to_voice_ms for t in self.turns if t.voice_to_voice_ms is not None]
@@ -104,6 +105,7 @@ async def measure_together(config: Config, models: AgentModels, questions: list[
     run = TogetherRun(callers, rounds, time.strftime("%Y-%m-%d %H:%M:%S"),
                       setup="llama-server" if engine_pid else "cascade")
     started = time.perf_counter()
+    before = {model: list(figures) for model, figures in shared_scheduler().stats.by_model.items()}
     async with running_server(config, models) as server:
         clients: list[HeadlessClient] = []
         for _ in range(callers):
@@ -133,8 +135,12 @@ async def measure_together(config: Config, models: AgentModels, questions: list[
             for client in clients:
                 await client.close()
     run.wall_s = round(time.perf_counter() - started, 1)
-    run.model_time = {model: {"steps": int(steps), "waited_s": round(waited, 2), "ran_s": round(ran, 2)}
-                      for model, (steps, waited, ran) in shared_scheduler().stats.by_model.items()}
+    zero = [0, 0.0, 0.0]
+    run.model_time_since = "the run started"
+    run.model_time = {model: {"steps": int(steps - was[0]), "waited_s": round(waited - was[1], 2),
+                              "ran_s": round(ran - was[2], 2)}
+                      for model, (steps, waited, ran) in shared_scheduler().stats.by_model.items()
+                      for was in [before.get(model, zero)] if steps > was[0]}
     return run
 
 
@@ -154,7 +160,10 @@ def wait_rows(run: TogetherRun) -> list[str]:
     return rows
 
 
-def together_markdown(run: TogetherRun) -> str:
+def together_markdown(run: TogetherRun, memory: bool = True) -> str:
+    """The run as Markdown; `memory` False leaves out the processes' memory (in the report, whose one
+    process has loaded every model of the set by then and shares the GGUF's pages with the engine,
+    it would say nothing about this setup: scripts/bench-many-callers.sh measures each setup alone)."""
     v2v = run.voice_to_voice()
 
     def stat(values, fn) -> str:
@@ -163,7 +172,7 @@ def together_markdown(run: TogetherRun) -> str:
     gaps = [t.longest_gap_ms for t in run.turns]
     waits = [t.queue_wait_ms for t in run.turns]
     where = "the agent + llama-server (brain.kind = openai)" if run.setup == "llama-server" else "the in-process cascade"
-    memory = "; ".join(f"{name} {m['pss_mb']} MB" for name, m in run.memory_mb.items() if m)
+    memory = "; ".join(f"{name} {m['pss_mb']} MB" for name, m in run.memory_mb.items() if m) if memory else ""
     total = sum(m.get("pss_mb", 0) for m in run.memory_mb.values())
     lines = [
         f"{run.callers} callers asking at the same moment on {where}, {run.rounds} round(s); started "
@@ -181,7 +190,7 @@ def together_markdown(run: TogetherRun) -> str:
         "includes the hangover and the end-of-turn verdict):", "",
         "| wait | median | max |", "|---|---:|---:|",
         *wait_rows(run), "",
-        "Model steps over the run (from loading on): " + "; ".join(
+        f"Model steps in this process since {run.model_time_since}: " + "; ".join(
             f"{m}: {t['steps']} steps, {t['ran_s']} s running, {t['waited_s']} s waiting" for m, t in run.model_time.items()),
         "", "| round | caller | voice | voice-to-voice ms | longest gap ms | queue wait ms | answer |",
         "|---:|---:|---|---:|---:|---:|---|",
