@@ -52,14 +52,20 @@ async def open_session(engine):
     return brain, session, events
 
 
+async def one_turn(engine) -> tuple[AgentSession, list[dict]]:
+    """A session on `engine` that hears one spoken question, then closes: the session and its events."""
+    brain, session, events = await open_session(engine)
+    try:
+        await run_turn(session)
+    finally:
+        await session.close()
+        brain.close()
+    return session, events
+
+
 async def test_a_spoken_calculation_calls_the_calculator_and_speaks_its_result():
     async with ToolCallingEngineDouble() as engine:
-        brain, session, events = await open_session(engine)
-        try:
-            await run_turn(session)
-        finally:
-            await session.close()
-            brain.close()
+        session, events = await one_turn(engine)
     assert not of_type(events, "error"), of_type(events, "error")
     # Round 1: the tools and the instructions went with it, and tool_choice forced the calculator.
     first, second = engine.chats
@@ -87,12 +93,7 @@ async def test_a_spoken_calculation_calls_the_calculator_and_speaks_its_result()
 
 async def test_a_call_the_model_writes_as_text_is_run_and_never_spoken():
     async with ToolCallingEngineDouble(written_as_text=True) as engine:
-        brain, session, events = await open_session(engine)
-        try:
-            await run_turn(session)
-        finally:
-            await session.close()
-            brain.close()
+        session, events = await one_turn(engine)
     assert not of_type(events, "error"), of_type(events, "error")
     assert len(engine.chats) == 2  # round 2 carried the call (id call_1) and the calculator's result
     [started] = of_type(events, "tool_call")
