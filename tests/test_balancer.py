@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +22,7 @@ from agent.runtime.model_files import ensure_files, resolve_cache_dir
 from signaling.client import HeadlessClient, OfferRefused
 
 from .conftest import ARTIFACTS
+from .agent_process import AgentProcess
 from .helpers import free_port, is_type, wait_until
 from .llama_server import LlamaServer, built_llama_server
 
@@ -44,54 +42,13 @@ def haproxy_binary() -> str:
     return found
 
 
-class Agent:
+def agent(name: str, engine: LlamaServer, env: dict[str, str]) -> AgentProcess:
     """`run.py serve` as a child process: the openai brain on the shared engine, an agent check."""
-
-    def __init__(self, name: str, engine: LlamaServer, env: dict[str, str]) -> None:
-        self.name, self.port, self.check_port = name, free_port(), free_port()
-        self.log_path = ARTIFACTS / f"balancer-{name}.log"
-        overrides = {"brain.kind": "openai", "openai.base_url": engine.url, "openai.api_key_env": KEY_VARIABLE,
-                     "openai.transcription": "local", "server.capacity_calls": str(CAPACITY),
-                     "server.agent_check_port": str(self.check_port), "server.trusted_proxies": "127.0.0.1",
-                     "server.rate_limit_per_minute": "0"}
-        args = [sys.executable, "run.py", "serve", "--port", str(self.port), "--ice-host", "127.0.0.1"]
-        for key, value in overrides.items():
-            args += ["--set", f"{key}={value}"]
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def health(self) -> dict:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{self.url}/healthz") as response:
-                return await response.json()
-
-    async def wait_ready(self, timeout_s: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
-            try:
-                await self.health()
-                return
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.5)
-        pytest.fail(f"agent {self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
-
-    async def sessions(self) -> int:
-        return (await self.health())["sessions"]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+    overrides = {"brain.kind": "openai", "openai.base_url": engine.url, "openai.api_key_env": KEY_VARIABLE,
+                 "openai.transcription": "local", "server.capacity_calls": str(CAPACITY),
+                 "server.trusted_proxies": "127.0.0.1",
+                 "server.rate_limit_per_minute": "0"}
+    return AgentProcess(name, ARTIFACTS / f"balancer-{name}.log", env, overrides, agent_check=True)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +67,7 @@ def engine(config):
 async def deployment(engine):
     """(balancer URL, [agent1, agent2]): HAProxy with deploy/haproxy.cfg, two agents, the engine."""
     env = {**os.environ, KEY_VARIABLE: engine.api_key, "HF_HUB_OFFLINE": "1"}
-    agents = [Agent("agent1", engine, env), Agent("agent2", engine, env)]
+    agents = [agent("agent1", engine, env), agent("agent2", engine, env)]
     balancer_port = free_port()
     haproxy_env = {**os.environ, "BALANCER_BIND": f"127.0.0.1:{balancer_port}",
                    "AGENT1": f"127.0.0.1:{agents[0].port}", "AGENT1_CHECK": str(agents[0].check_port),

@@ -18,6 +18,7 @@ from agent.events import to_json
 from agent.session import AgentSession
 from agent.testing import ScriptedBrain, ScriptedConversation, ToneVoice
 
+from .agent_process import AgentProcess
 from .helpers import free_port
 from .synth import voiced
 
@@ -83,46 +84,27 @@ async def test_a_slow_but_steady_model_is_not_cut_off():
 async def test_sigterm_mid_answer_closes_peers_and_exits_within_5_s(config, spoken, tmp_path):
     from signaling.client import HeadlessClient
 
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    log_path = tmp_path / "server.log"
-    log_file = open(log_path, "w")
-    server = subprocess.Popen(
-        [sys.executable, "run.py", "serve", "--port", str(port), "--ice-host", "127.0.0.1"],
-        cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    agent = AgentProcess("sigterm", tmp_path / "server.log", {**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    async with http.get(f"{url}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert server.poll() is None, log_path.read_text()
-                await asyncio.sleep(0.1)
+        await agent.wait_ready()
         client = HeadlessClient(config.ice)
-        await client.connect(url)
+        await client.connect(agent.url)
         client.say(await spoken("Tell me a long story about a brave knight and a dragon."))
         await client.wait_event(lambda e: e.get("type") == "state" and e.get("state") == "speaking", 90)
         started = time.monotonic()
-        server.send_signal(signal.SIGTERM)
+        agent.process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.to_thread(server.wait), 10)
+            await asyncio.wait_for(asyncio.to_thread(agent.process.wait), 10)
         except TimeoutError:
-            pytest.fail(f"no exit 10 s after SIGTERM:\n{log_path.read_text()[-3000:]}")
+            pytest.fail(f"no exit 10 s after SIGTERM:\n{agent.output()}")
         took = time.monotonic() - started
-        output = log_path.read_text()
-        assert server.returncode == 0, output
+        output = agent.output(last_chars=100_000)
+        assert agent.process.returncode == 0, output
         assert took < 5.0, f"exit took {took:.1f} s"
         assert "released (server shutting down)" in output
         await client.close()
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        log_file.close()
+        agent.stop()
 
 
 async def wait_sessions(http, url, predicate, timeout_s):
