@@ -145,3 +145,17 @@ def test_a_process_that_exits_while_starting_is_an_error_with_its_log(tmp_path):
     with pytest.raises(LlamaServerError) as error:
         server.start(timeout_s=20)
     assert "exited with 3" in str(error.value) and "failed to load model" in str(error.value)
+
+
+def test_weight_repacking_is_off_on_a_cpu_with_amx_and_on_elsewhere(tmp_path, monkeypatch):
+    from agent.runtime import llama_cpu
+
+    amx, epyc = tmp_path / "amx", tmp_path / "epyc"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    epyc.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not llama_cpu.extra_buffers_safe(amx)
+    assert llama_cpu.extra_buffers_safe(epyc) and llama_cpu.extra_buffers_safe(tmp_path / "missing")
+    server = LlamaServer(binary=tmp_path / "llama-server", model=tmp_path / "m.gguf", port=1)
+    for safe in (True, False):
+        monkeypatch.setattr(llama_server, "extra_buffers_safe", lambda safe=safe: safe)
+        assert ("--no-repack" in server.command()) is not safe

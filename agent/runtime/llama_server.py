@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .llama_cpu import extra_buffers_safe
 from .model_files import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class LlamaServer:
     def command(self) -> list[str]:
         return [str(self.binary), "-m", str(self.model), "--host", self.host, "--port", str(self.port),
                 "-np", str(self.parallel), "-c", str(self.context), "-t", str(self.threads), "-tb", str(self.threads),
-                "--no-webui", *self.extra_args]
+                "--no-webui", *([] if extra_buffers_safe() else ["--no-repack"]), *self.extra_args]
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
