@@ -187,3 +187,34 @@ async def test_a_runaway_transcript_is_fitted_to_the_llms_context(models):
             if len(pieces) >= 3:
                 break
     assert "".join(pieces).strip()  # the model answers instead of failing on an overflowing context
+
+
+async def test_a_trimmed_history_is_not_evaluated_again_and_is_still_remembered(models):
+    """Dropping the oldest exchange (a full history, from the seventh turn on) used to put the
+    whole rest of the history on the next turn's critical path: llama.cpp reuses a common prefix
+    only. `shift_cache_to` cuts the exchange out of the KV cache instead: the next question is
+    all that is evaluated, and what the rest of the history said still holds."""
+    chat = models.brain.chat
+    system = {"role": "system", "content": "You are a helpful voice assistant. Answer in one short sentence."}
+    said = [("What is the capital of Italy?", "The capital of Italy is Rome."),
+            ("How many legs does a spider have?", "A spider has eight legs."),
+            ("My name is Oliver, please remember that.", "Nice to meet you, Oliver. I will remember that."),
+            ("What colour is the sky on a clear day?", "On a clear day the sky is blue."),
+            ("Which planet is the largest?", "Jupiter is the largest planet in our solar system."),
+            ("What do bees make?", "Bees make honey from the nectar of flowers.")]
+    exchanges = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in said]
+    history = [m for exchange in exchanges for m in exchange]
+    await chat.warm([system, *history, {"role": "user", "content": ""}])  # the prefix warmed after turn 6
+    evaluated: list[int] = []
+    llm = chat._llm
+    original = llm.eval
+    llm.eval = lambda tokens: (evaluated.append(len(tokens)), original(tokens))[1]
+    try:
+        trimmed = [system, *history[2:], {"role": "user", "content": "What is my name?"}]
+        answer = "".join([piece async for piece in chat.stream(trimmed)])
+    finally:
+        del llm.eval
+    kept = sum(chat.tokens_in(m["content"]) for m in history[2:])
+    prompt_evaluated = evaluated[0]  # the first eval is the prompt's; then one per generated token
+    assert prompt_evaluated < 30 < kept, (prompt_evaluated, kept)
+    assert "oliver" in answer.lower(), answer

@@ -149,7 +149,7 @@ class CascadeConversation(Conversation):
     async def _warm(self, prefix: list[dict]) -> None:
         """Evaluate `prefix` in this conversation's slot if one is free (an idle moment's work: it
         never waits for a slot, and it yields the CPU to any call with audio due)."""
-        async with self.brain.slots.lease(self._slot, wait=False) as slot:
+        async with self.brain.slots.lease(self._slot, wait=False, owner=self) as slot:
             if slot is None:
                 return
             self._slot = slot
@@ -158,6 +158,15 @@ class CascadeConversation(Conversation):
                 await self.brain.slots.chats[slot].warm(prefix, self._specs)
             finally:
                 current_urgency.reset(token)
+
+    async def _stop_warming(self) -> None:
+        """A reply needs the slot now: a warm-up that has not started never will (the reply
+        evaluates its prompt itself), and one in its step finishes there, ahead of the reply, in
+        the same slot (the slot's thread runs one step at a time)."""
+        warming, self._warming = self._warming, None
+        if warming is not None and not warming.done():
+            warming.cancel()
+            await asyncio.wait([warming])  # until it has given its slot back (our own cancel still raises)
 
     async def transcribe(self, audio: np.ndarray) -> str:
         text = await self.brain.transcriber.transcribe(audio)
@@ -194,7 +203,8 @@ class CascadeConversation(Conversation):
         """One round: the model's answer to the history so far (a call to tool `required`, if
         given: a grammar holds its text to that call's JSON)."""
         messages = self.chat_history.prompt()
-        async with self.brain.slots.lease(self._slot) as slot:
+        await self._stop_warming()
+        async with self.brain.slots.lease(self._slot, owner=self) as slot:
             self._slot = slot
             chat = self.brain.slots.chats[slot]
             async with contextlib.aclosing(self._round_items(chat, messages, required)) as items:

@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import threading
 import time
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Sequence
 
+import numpy as np
+
 from agent.config import LlmConfig
+from agent.runtime.llama_cpu import extra_buffers_safe
 from agent.runtime.model_files import ModelFile, Part
 from agent.runtime.model_thread import ModelThread
 from agent.runtime.scheduler import current_urgency
@@ -51,13 +55,92 @@ def _json_object(arguments: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+MIN_SHIFTED_TOKENS = 32  # a shorter run that the cut-out could keep is not worth shifting
+
+
+def shift_cache_to(llm, tokens: Sequence[int]) -> int:
+    """Make llama.cpp's KV cache a prefix of `tokens` when the new prompt is the cached one with
+    a span cut out (the history trimmed: the oldest exchange dropped after the system turn).
+
+    llama-cpp-python reuses only the longest common prefix, so a trimmed history would be
+    evaluated again from the cut on (seconds of prompt on 2 cores, on every turn once the
+    history is full). Here the cut-out span leaves the cache and what followed it moves back
+    (llama.cpp shifts its positions, as llama-server's `--cache-reuse` does), so only the new
+    tail is evaluated. Those tokens' keys and values were computed while the dropped exchange was
+    still before them: the approximation every llama.cpp context shift makes. Returns how many
+    cached tokens were moved (0: nothing to shift)."""
+    cached_count = llm.n_tokens
+    if cached_count == 0 or len(tokens) < 2:
+        return 0
+    cached = np.array(llm.input_ids[:cached_count])
+    new = np.asarray(tokens, dtype=cached.dtype)
+    common = min(cached_count, len(new))
+    differ = np.flatnonzero(cached[:common] != new[:common])
+    head = int(differ[0]) if len(differ) else common
+    if head == 0 or head >= cached_count:
+        return 0  # nothing in common, or the cache is a prefix already
+    rest = new[head:]
+    start, run = 0, 0
+    for candidate in np.flatnonzero(cached[head + 1:] == rest[0]) + head + 1:
+        span = min(cached_count - candidate, len(rest))
+        mismatch = np.flatnonzero(cached[candidate:candidate + span] != rest[:span])
+        length = int(mismatch[0]) if len(mismatch) else span
+        if length > run:
+            start, run = int(candidate), length
+    if run < MIN_SHIFTED_TOKENS:
+        return 0
+    context = llm._ctx  # llama-cpp-python's own wrapper of the llama.cpp context
+    context.kv_cache_seq_rm(0, start + run, -1)
+    context.kv_cache_seq_rm(0, head, start)
+    context.kv_cache_seq_shift(0, start, start + run, head - start)
+    llm.input_ids[head:head + run] = cached[start:start + run]
+    llm.n_tokens = head + run
+    return run
+
+
+_LOADING = threading.Lock()
+
+
+@functools.cache
+def shifting_llama_class():
+    """llama-cpp-python's `Llama`, with `shift_cache_to` before each prompt is evaluated, and its
+    extra weight buffers off where they crash (`agent.runtime.llama_cpu`)."""
+    import llama_cpp.llama as llama_module
+    from llama_cpp import Llama
+
+    class ShiftingLlama(Llama):
+        def __init__(self, *args, **kwargs):
+            if extra_buffers_safe():
+                super().__init__(*args, **kwargs)
+                return
+            # `Llama` takes no argument for it: its model parameters start from this function.
+            defaults = llama_module.llama_cpp.llama_model_default_params
+
+            def without_extra_buffers():
+                params = defaults()
+                params.use_extra_bufts = False
+                return params
+
+            with _LOADING:
+                llama_module.llama_cpp.llama_model_default_params = without_extra_buffers
+                try:
+                    super().__init__(*args, **kwargs)
+                finally:
+                    llama_module.llama_cpp.llama_model_default_params = defaults
+
+        def generate(self, tokens, *args, **kwargs):
+            tokens = list(tokens)
+            shift_cache_to(self, tokens)
+            return super().generate(tokens, *args, **kwargs)
+
+    return ShiftingLlama
+
+
 class LlamaChat:
     def __init__(self, model_path: Path, config: LlmConfig, name: str = "llm") -> None:
-        from llama_cpp import Llama
-
         started = time.perf_counter()
         self.config = config
-        self._llm = Llama(
+        self._llm = shifting_llama_class()(
             model_path=str(model_path),
             n_ctx=config.context_tokens,
             n_threads=config.threads,
@@ -119,17 +202,22 @@ class ChatSlots:
 
     A reply leases a slot for as long as it streams; with every slot busy the next reply waits
     for one (the wait counts as its queue wait). A conversation goes back to the slot it used
-    last when that one is free: llama.cpp keeps the last prompt of each context, so its history
-    is evaluated already. Each slot has its own model thread; the scheduler interleaves their
-    tokens by deadline."""
+    last: llama.cpp keeps the last prompt of each context, so its history is evaluated already.
+    When that slot is still held by the same conversation (`owner`: its own cancelled reply, or
+    the warm-up of its next prompt), the reply waits for it rather than take another slot and
+    evaluate the whole history there again. Each slot has its own model thread; the scheduler
+    interleaves their tokens by deadline."""
 
     def __init__(self, chats: list[LlamaChat]) -> None:
         self.chats = chats
-        self._free = list(range(len(chats)))
-        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+        self._free = list(range(len(chats)))  # least recently given back first
+        self._owners: dict[int, object] = {}  # leased slot -> who holds it
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()  # for any slot
+        self._waiting_for: dict[int, collections.deque[asyncio.Future]] = collections.defaultdict(collections.deque)
 
     def free_slot(self, preferred: int | None) -> int | None:
-        """Take `preferred` if it is free, else any free slot, else None (without waiting)."""
+        """Take `preferred` if it is free, else the free slot given back longest ago (the least
+        likely to hold a prompt somebody comes back to), else None (without waiting)."""
         if not self._free:
             return None
         index = preferred if preferred in self._free else self._free[0]
@@ -137,13 +225,16 @@ class ChatSlots:
         return index
 
     @contextlib.asynccontextmanager
-    async def lease(self, preferred: int | None = None, wait: bool = True) -> AsyncIterator[int | None]:
-        """A slot's index for the duration of the block (None when `wait` is False and all are busy)."""
-        index = self.free_slot(preferred)
+    async def lease(self, preferred: int | None = None, wait: bool = True,
+                    owner: object | None = None) -> AsyncIterator[int | None]:
+        """A slot's index for the duration of the block (None when `wait` is False and all are
+        busy). With `owner`, a `preferred` slot that `owner` holds already is waited for."""
+        own = owner is not None and preferred is not None and self._owners.get(preferred) is owner
+        index = None if own else self.free_slot(preferred)
         if index is None and wait:
             started = time.perf_counter()
             future = asyncio.get_running_loop().create_future()
-            self._waiting.append(future)
+            (self._waiting_for[preferred] if own else self._waiting).append(future)
             urgency = current_urgency.get()
             if urgency is not None:
                 urgency.waiting += 1
@@ -157,6 +248,8 @@ class ChatSlots:
                 if urgency is not None:
                     urgency.waiting -= 1
                     urgency.waited_s += time.perf_counter() - started
+        if index is not None:
+            self._owners[index] = owner
         try:
             yield index
         finally:
@@ -164,11 +257,13 @@ class ChatSlots:
                 self._give(index)
 
     def _give(self, index: int) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(index)
-                return
+        self._owners.pop(index, None)
+        for waiters in (self._waiting_for.get(index), self._waiting):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(index)
+                    return
         self._free.append(index)
 
     def close(self) -> None:
