@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import re
 
-from agent.pipeline.phrases import WEAK_ENDINGS
-
 _ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*|♪+")
 _WORD = re.compile(r"[a-z]+(?:['-][a-z]+)*")
 
@@ -44,13 +42,28 @@ def is_only_filler(text: str, fillers: list[str]) -> bool:
     return joined in known or all(w in singles for w in spoken)
 
 
+# Words an English sentence does not end on: articles, possessive determiners, conjunctions,
+# "of", "than" and intensifiers; whisper writes a "." after them when the speaker stopped
+# mid-sentence ("What is the capital of."). Anything else can end one, and people end finished
+# sentences on pronouns, prepositions and auxiliaries all the time ("please remember that.",
+# "Which city do I live in?", "Keep it in mind, will you?", "Yes, I do."): the list of real
+# endings in tests/test_transcripts.py holds both kinds.
+NEVER_FINAL = frozenset("""a an the my your our their its of and or but nor than very because
+whose if either neither both every each""".split())
+# ... and, in a statement ("."), words that introduce what follows (a question may end on them:
+# "What is it for?", "Where are you from?").
+NOT_FINAL_IN_STATEMENT = frozenset("""with from into onto about by for at like as many""".split())
+
+
 def sounds_finished(text: str) -> bool:
     """Ends with sentence punctuation, on a word a sentence can end on (not "of", "the", ...)."""
     stripped = _ANNOTATION.sub(" ", text).strip().rstrip("\"'”’)")
     if not stripped.endswith((".", "?", "!")):
         return False
     spoken = words_of(stripped)
-    return bool(spoken) and spoken[-1] not in WEAK_ENDINGS
+    if not spoken or spoken[-1] in NEVER_FINAL:
+        return False
+    return stripped.endswith("?") or spoken[-1] not in NOT_FINAL_IN_STATEMENT
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
