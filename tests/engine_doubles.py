@@ -185,21 +185,26 @@ class ToolCallingEngineDouble(LocalServer):
     its arguments as a JSON object instead of a string (not what the API defines). With
     `written_as_text`, round 1 writes the call as JSON in `delta.content` (split over several
     chunks, finish_reason "stop"), as a small model behind llama.cpp's server does in an "auto"
-    round; round 2 then expects the id the client gave it (`call_1`).
-    `/v1/audio/transcriptions` hears every utterance as `transcript`."""
+    round; round 2 then expects the id the client gave it (`call_1`). With `agent_calls`, the
+    question is one the agent reads the call from itself (`PLAIN`: no round 1 comes) and round 2
+    expects the agent's id (`call_1`); by default it is `MODEL_WRITES`, a calculation the agent
+    leaves to the model ("roughly" could change what is asked).
+    `/v1/audio/transcriptions` hears every utterance as the question."""
 
     CALL_ID = "call_double_1"
     EXPRESSION = "47 * 38"
     ARGUMENT_FRAGMENTS = ('{"expre', 'ssion": "4', '7 * 3', '8"}')
 
-    def __init__(self, transcript: str = "What is 47 times 38?", malformed: bool = False,
-                 written_as_text: bool = False) -> None:
+    PLAIN = "What is 47 times 38?"
+    MODEL_WRITES = "Roughly, what is 47 times 38?"
+
+    def __init__(self, malformed: bool = False, written_as_text: bool = False, agent_calls: bool = False) -> None:
         super().__init__()
         assert "".join(self.ARGUMENT_FRAGMENTS) == json.dumps({"expression": self.EXPRESSION})
-        self.transcript = transcript
+        self.transcript = self.PLAIN if agent_calls else self.MODEL_WRITES
         self.malformed = malformed
         self.written_as_text = written_as_text
-        self.call_id = "call_1" if written_as_text else self.CALL_ID
+        self.call_id = "call_1" if written_as_text or agent_calls else self.CALL_ID
         self.chats: list[dict] = []  # each chat request's body
         self.app.router.add_post("/v1/chat/completions", self.chat)
         self.app.router.add_post("/v1/audio/transcriptions", self.transcriptions)

@@ -135,7 +135,7 @@ async def test_the_engines_forced_tool_call_is_taken_as_a_call_and_the_calculato
     box = toolbox_for(config)
     conversation = remote_models.brain.new_conversation(box.prompt())
     resampler = StreamResampler(16000)
-    spoken = await say("What is 47 times 38?")
+    spoken = await say("Roughly, what is 47 times 38?")  # "roughly": the agent leaves the call to the model
     audio = np.concatenate([resampler.samples(spoken, 48000), resampler.finish()])
     heard: list[str] = []
     items = [item async for item in conversation.reply(audio, heard.append)]

@@ -73,7 +73,7 @@ async def test_a_spoken_calculation_calls_the_calculator_and_speaks_its_result()
     assert first["tool_choice"] == "auto"  # the call's schema holds the output to it (llama.cpp's server ignores a named tool_choice)
     assert first["response_format"]["json_schema"]["schema"]["properties"]["name"] == {"const": "calculator"}
     assert first["messages"][0]["role"] == "system" and "calculator" in first["messages"][0]["content"]
-    assert first["messages"][-1] == {"role": "user", "content": "What is 47 times 38?"}
+    assert first["messages"][-1] == {"role": "user", "content": engine.MODEL_WRITES}
     assert second["tool_choice"] == "auto" and "response_format" not in second  # only the first round is forced
     # The calculator ran with the arguments the model streamed in pieces.
     [started] = of_type(events, "tool_call")
@@ -89,6 +89,22 @@ async def test_a_spoken_calculation_calls_the_calculator_and_speaks_its_result()
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
     assert history[1]["content"] == "" and history[1]["tool_calls"][0]["id"] == ToolCallingEngineDouble.CALL_ID
     assert history[-1]["content"] == texts
+
+
+async def test_a_calculation_read_from_the_words_is_called_without_a_model_round():
+    """"What is 47 times 38?" holds the call itself: the agent calls the calculator with 47 * 38
+    at once (no round that writes its JSON) and the engine's one round says the result."""
+    async with ToolCallingEngineDouble(agent_calls=True) as engine:
+        session, events = await one_turn(engine)
+    assert not of_type(events, "error"), of_type(events, "error")
+    [only] = engine.chats  # round 2 alone, carrying the call and the calculator's result
+    assert only["messages"][-3] == {"role": "user", "content": engine.PLAIN} and "response_format" not in only
+    [started] = of_type(events, "tool_call")
+    assert started["name"] == "calculator" and started["call_id"] == "call_1"
+    assert started["arguments"] == {"expression": "47 * 38"}
+    assert [e["status"] for e in of_type(events, "tool_result")] == ["ok"]
+    assert " ".join(e["text"] for e in of_type(events, "agent_text")) == "47 times 38 is 1,786."
+    assert [m["role"] for m in session.conversation.history] == ["user", "assistant", "tool", "assistant"]
 
 
 async def test_a_call_the_model_writes_as_text_is_run_and_never_spoken():

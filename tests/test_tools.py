@@ -13,8 +13,9 @@ import pytest
 from agent.brains.tool_markup import ToolMarkupScanner
 from agent.config import ConfigError, load_config
 from agent.tools import Tool, ToolCall, ToolDefinitionError, tool
-from agent.tools.builtins import (CalculationError, calculate, calculator_tool, clock_tool, format_number,
-                                  mentions_calculation)
+from agent.tools.builtins import (CalculationError, calculate, calculation_arguments, calculator_tool, clock_tool,
+                                  format_number, mentions_calculation)
+from agent.tools.spoken_arithmetic import expression_in
 from agent.tools.toolbox import ToolBox, toolbox_for
 from agent.tools.validation import InvalidArguments, checked_arguments
 
@@ -180,6 +181,37 @@ def test_calculations_in_the_users_words_are_recognised(text):
                                   "Call me at 5 to 6.", "Take a 5 minute break", "The year 1945."])
 def test_other_sentences_with_numbers_are_not_calculations(text):
     assert not mentions_calculation(text)
+
+
+@pytest.mark.parametrize("text, expression", [
+    ("What is twelve times eleven?", "12 * 11"), ("what's forty-seven times thirty-eight", "47 * 38"),
+    ("Can you multiply 92 by 68?", "92 * 68"), ("What is 12 / 4?", "12 / 4"), ("What is nine squared?", "9 ** 2"),
+    ("2 to the power of 10", "2 ** 10"), ("What is 10 - 4?", "10 - 4"), ("the product of 12 and 13", "12 * 13"),
+    ("What is 1,786 minus 86?", "1786 - 86"), ("3.5 times 2", "3.5 * 2"), ("Subtract 5 from 20.", "20 - 5"),
+    ("What is three hundred and twelve plus two point five?", "312 + 2.5"), ("What is 2 plus 3 times 4?", "2 + 3 * 4"),
+    ("Hey, can you tell me what one thousand two hundred divided by eight is?", "1200 / 8"),
+    ("Thanks. Sorry, one more thing: what's 6x7?", "6 * 7")])
+def test_a_calculation_that_is_the_whole_question_is_read_from_the_words(text, expression):
+    assert expression_in(text) == expression
+    assert calculation_arguments(text) == {"expression": expression}
+
+
+@pytest.mark.parametrize("text", ["What is half of 47 times 38?", "What's the square root of 16 times 4?",
+                                  "What's 15 percent of 80 times 2?", "Roughly, what is 47 times 38?",
+                                  "What is the capital of France?", "It is 3-4 degrees.", "What is 5 divided by 0?"])
+def test_a_calculation_with_more_to_it_is_left_to_the_model(text):
+    assert calculation_arguments(text) is None
+
+
+def test_a_required_call_is_made_from_the_words_when_its_tool_can_read_them():
+    prompt = toolbox_for(load_config(environ={}, overrides={})).prompt()
+    ids = (f"call_{i}" for i in itertools.count(1))
+    made = prompt.call_from_words("What is twelve times eleven?", lambda: next(ids))
+    assert made == ToolCall("call_1", "calculator", json.dumps({"expression": "12 * 11"}))
+    assert prompt.call_from_words("Roughly, what is 47 times 38?", lambda: next(ids)) is None  # the model writes it
+    assert prompt.call_from_words("What time is it?", lambda: next(ids)) is None
+    unforced = toolbox_for(load_config(environ={}, overrides={"tools.force_arithmetic": "false"})).prompt()
+    assert unforced.call_from_words("What is twelve times eleven?", lambda: next(ids)) is None
 
 
 # -- clock -----------------------------------------------------------------------------------------------

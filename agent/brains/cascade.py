@@ -13,8 +13,9 @@ Jinja2 formatter) given the tools, which lists them in the system turn; the tool
 instructions (e.g. "call the calculator for any calculation") follow the persona. The model's
 text streams through a `ToolMarkupScanner`, so what it says before a call is spoken at once and
 the call's markup never is. When the user's words require a tool (`ToolPrompt.required_tool`,
-e.g. a calculation), a llama.cpp grammar holds the first round to a JSON call of that tool; the
-model still writes its arguments. A conversation with tools warms its own prompt prefix (system turn
+e.g. a calculation), the first round is that call: read from the words when the tool can
+(`ToolPrompt.call_from_words`: "twelve times eleven" is `12 * 11`, no model round), else written
+by the model under a llama.cpp grammar that holds it to a JSON call of that tool. A conversation with tools warms its own prompt prefix (system turn
 with the tools) when it opens, so the tools cost no prompt time on the first turn.
 """
 
@@ -184,6 +185,11 @@ class CascadeConversation(Conversation):
         if on_transcript(text) is False or not text:
             return
         self.chat_history.add_user(text)
+        ready = self.tools.call_from_words(text, self._new_call_id) if self.tools is not None else None
+        if ready is not None:  # the words hold the call itself (arithmetic): no model round writes it
+            self._round = ("", [ready])
+            yield ready
+            return
         required = self.tools.required_tool(text) if self.tools is not None else None
         async with contextlib.aclosing(self._generate(required)) as items:
             async for item in items:

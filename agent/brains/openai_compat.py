@@ -16,8 +16,9 @@ server, Ollama) answers through streamed chat completions (`POST /v1/chat/comple
 
 Tools (text mode; see `agent.brains.base`): each request carries the tool box's specs as `tools`
 and its instructions after the persona in the system message; the first round of an answer to
-words that require a tool (`ToolPrompt.required_tool`, e.g. a calculation) constrains its output
-to that call written as JSON (`response_format` with the call's JSON schema,
+words that require a tool (`ToolPrompt.required_tool`, e.g. a calculation) is that call: read
+from the words when the tool can (`ToolPrompt.call_from_words`, no engine round), else the
+round's output is constrained to that call written as JSON (`response_format` with the call's JSON schema,
 `ToolPrompt.call_schema`); every round sends `tool_choice: "auto"`. (Not `tool_choice` naming
 the function: llama.cpp's server ignores that form, and with "required" Qwen2.5-Coder-1.5B still
 wrote the call as text, `{{"name": ...}}}` then newlines up to max_tokens, measured with
@@ -210,6 +211,11 @@ class OpenAICompatibleConversation(Conversation):
         if on_transcript(text) is False or not text:
             return
         self.chat_history.add_user(text)
+        ready = self.tools.call_from_words(text, self._new_call_id) if self.tools is not None else None
+        if ready is not None:  # the words hold the call itself (arithmetic): no engine round writes it
+            self._round = ("", [ready])
+            yield ready
+            return
         required = self.tools.required_tool(text) if self.tools is not None else None
         if required is not None:
             log.debug("the user's words call for %s: the output is held to that call", required)

@@ -9,8 +9,11 @@ The clock reads the date and time in the configured IANA time zone (`tools.time_
 Steering: both tools add a line to the system prompt (when to call them). Qwen2.5-Coder-1.5B
 still answered 5 of 30 spoken-style products of two-digit numbers from its head (and mostly
 wrong) with the best line tried, so with `tools.force_arithmetic` a calculation in the user's
-words ("47 times 38", "multiply 92 by 68", "nine squared") makes the model call the calculator
-(`Tool.required_when`; OpenAI's `tool_choice`): the model still writes the expression itself.
+words ("47 times 38", "multiply 92 by 68", "nine squared") is a call of the calculator: with the
+expression read from the words (`Tool.arguments_from`, `spoken_arithmetic.expression_in`: no
+model round writes it, which cost ~20 tokens under a grammar before the first word), or, when it
+cannot be read exactly, written by the model, made to call it (`Tool.required_when`; OpenAI's
+`tool_choice`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .schema import Tool, tool
+from .spoken_arithmetic import expression_in, mentions_calculation
 
 BUILTIN_NAMES = ("calculator", "clock")
 
@@ -35,26 +39,6 @@ SIGNIFICANT_DIGITS = 12  # digits of a result that is not a whole number
 CALCULATOR_INSTRUCTIONS = ("You cannot do arithmetic in your head: for any calculation, even an easy one, "
                            "call the calculator tool and then say its result.")
 CLOCK_INSTRUCTIONS = "For the date or the time, call the clock tool."
-
-
-_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-                 "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
-                 "thousand million billion point half").split()
-_WORD = r"(?:%s)" % "|".join(_NUMBER_WORDS)
-_NUMBER = rf"(?:\d[\d,]*(?:\.\d+)?|{_WORD}(?:[\s-]+(?:and\s+)?{_WORD})*)"
-_OPERATOR = (r"(?:\s*(?:plus|minus|times|multiplied\s+by|divided\s+by|over|x|×|\*|\+|/|÷|\^|\*\*"
-             r"|to\s+the\s+power\s+of|raised\s+to)\s*|\s+[-−]\s+)")  # a hyphen only spaced: "3-4 degrees" is a range
-_VERB = (rf"\b(?:(?:multiply|divide)\s+{_NUMBER}\s+by|(?:add|sum\s+of|product\s+of)\s+{_NUMBER}\s+(?:and|to)"
-         rf"|subtract\s+{_NUMBER}\s+from|difference\s+between\s+{_NUMBER}\s+and)\s+{_NUMBER}")
-CALCULATION = re.compile(rf"(?<![\w.]){_NUMBER}{_OPERATOR}{_NUMBER}(?!\w)|(?<![\w.]){_NUMBER}\s+(?:squared|cubed)\b|{_VERB}",
-                         re.IGNORECASE)
-
-
-def mentions_calculation(text: str) -> bool:
-    """Do the user's words hold a calculation: two numbers (digits or words) joined by an
-    arithmetic word or sign ("47 times 38", "forty-seven plus three", "12 / 4"), "N squared", or
-    "multiply 92 by 68", "add 3 and 4", "the product of 6 and 7"?"""
-    return CALCULATION.search(text) is not None
 
 
 class CalculationError(ValueError):
@@ -155,7 +139,8 @@ def _check_size(value: Fraction | float) -> None:
 
 
 def calculator_tool(forced: bool = True) -> Tool:
-    """The calculator; with `forced`, a calculation in the user's words makes the model call it."""
+    """The calculator; with `forced`, a calculation in the user's words is a call of it: with the
+    expression read from the words when they can be (no model round), else written by the model."""
 
     async def calculator(expression: str) -> str:
         """Work out an arithmetic expression exactly.
@@ -165,7 +150,22 @@ def calculator_tool(forced: bool = True) -> Tool:
         """
         return f"{expression.strip()} = {format_number(calculate(expression))}"
 
-    return tool(calculator, instructions=CALCULATOR_INSTRUCTIONS, required_when=mentions_calculation if forced else None)
+    if not forced:
+        return tool(calculator, instructions=CALCULATOR_INSTRUCTIONS)
+    return tool(calculator, instructions=CALCULATOR_INSTRUCTIONS, required_when=mentions_calculation,
+                arguments_from=calculation_arguments)
+
+
+def calculation_arguments(user_text: str) -> dict | None:
+    """The calculator's arguments read from the user's words, when they can be read exactly."""
+    expression = expression_in(user_text)
+    if expression is None:
+        return None
+    try:
+        calculate(expression)
+    except CalculationError:
+        return None  # the model writes the call and hears the calculator's error itself
+    return {"expression": expression}
 
 
 def clock_tool(time_zone: str, now: Callable[[ZoneInfo], datetime] = datetime.now) -> Tool:

@@ -11,6 +11,7 @@ client yields them), and is the same class here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -43,14 +44,27 @@ class ToolPrompt:
     `tools` format ({"type": "function", "function": {name, description, parameters}}),
     `instructions`, text to add to the system prompt (when to use which tool), and `required`:
     (tool name, predicate on the user's words) pairs; `required_tool(text)` names the tool the
-    model must call in the first round of its answer to `text` (OpenAI's `tool_choice`)."""
+    model must call in the first round of its answer to `text` (OpenAI's `tool_choice`);
+    `call_from_words(text, ...)` is that call made without the model, when the tool reads its
+    arguments from the words (`Tool.arguments_from`): the brain yields it as its first round."""
 
     specs: tuple[dict, ...]
     instructions: str = ""
     required: tuple[tuple[str, Callable[[str], bool]], ...] = ()
+    readers: tuple[tuple[str, Callable[[str], dict | None]], ...] = ()  # (tool name, its `arguments_from`)
 
     def required_tool(self, user_text: str) -> str | None:
         return next((name for name, applies in self.required if applies(user_text)), None)
+
+    def call_from_words(self, user_text: str, call_id: Callable[[], str]) -> ToolCall | None:
+        """The call `user_text` requires, with its arguments read from the words themselves, or
+        None (no tool is required, or its arguments must come from the model)."""
+        name = self.required_tool(user_text)
+        read = dict(self.readers).get(name) if name is not None else None
+        arguments = read(user_text) if read is not None else None
+        if arguments is None:
+            return None
+        return ToolCall(call_id(), name, json.dumps(arguments))
 
     def spec(self, name: str) -> dict:
         return next(spec for spec in self.specs if spec["function"]["name"] == name)

@@ -42,7 +42,9 @@ class Tool:
     an async function runs on the event loop (it must not block), a plain one in a worker thread.
     `instructions` is a line added to the system prompt while the tool is on (when to use it);
     `required_when(user_text)`, if given, makes the model call this tool first whenever it is
-    true (a small model does not always choose a tool when it should)."""
+    true (a small model does not always choose a tool when it should); `arguments_from(user_text)`,
+    if given, may read that call's arguments from the words themselves (a dict, or None when it
+    cannot): the call is then made without a model round."""
 
     name: str
     description: str
@@ -50,6 +52,8 @@ class Tool:
     fn: Callable[..., Any] = field(compare=False, repr=False)
     instructions: str = ""
     required_when: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    # the call's arguments read straight from the user's words (None: the model writes them)
+    arguments_from: Callable[[str], dict | None] | None = field(default=None, compare=False, repr=False)
 
     def spec(self) -> dict[str, Any]:
         """The tool in the OpenAI `tools` format (also what Qwen's chat template expects)."""
@@ -58,16 +62,18 @@ class Tool:
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,
-         instructions: str = "", required_when: Callable[[str], bool] | None = None) -> Any:
+         instructions: str = "", required_when: Callable[[str], bool] | None = None,
+         arguments_from: Callable[[str], dict | None] | None = None) -> Any:
     """Make `fn` a `Tool` (see the module docstring). Usable as `tool(fn)`, `@tool` or
-    `@tool(name=..., description=..., instructions=..., required_when=...)`; a `Tool` passes
+    `@tool(name=..., description=..., instructions=..., required_when=..., arguments_from=...)`; a `Tool` passes
     through unchanged."""
 
     def make(f: Callable[..., Any]) -> Tool:
         if isinstance(f, Tool):
             return f
         made = _make_tool(f, name, description, instructions)
-        return dataclasses.replace(made, required_when=required_when) if required_when is not None else made
+        return dataclasses.replace(made, required_when=required_when or made.required_when,
+                                   arguments_from=arguments_from or made.arguments_from)
 
     return make if fn is None else make(fn)
 

@@ -60,7 +60,8 @@ class ToolBox:
         lines = [self.instructions, *(t.instructions for t in self.tools.values())]
         instructions = " ".join(line for line in lines if line)
         required = tuple((t.name, t.required_when) for t in self.tools.values() if t.required_when is not None)
-        return ToolPrompt(tuple(t.spec() for t in self.tools.values()), instructions, required)
+        readers = tuple((t.name, t.arguments_from) for t in self.tools.values() if t.arguments_from is not None)
+        return ToolPrompt(tuple(t.spec() for t in self.tools.values()), instructions, required, readers)
 
     async def run(self, call: ToolCall) -> ToolResult:
         """Run one call; the result says what happened (a CancelledError passes through)."""
