@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "backchannels forgiven and real interruptions stopping the answer, through whisper")
     bench.add_argument("--turn-taking", action="store_true", help="thinking pauses mid-question, and backchannels "
                        "and a cough over answers, over WebRTC: cut-offs, resumptions and their delays")
+    bench.add_argument("--real-call", action="store_true", help="real-shaped calls, one per voice: facts, a statement "
+                       "and its recall, two sentences with a pause, arithmetic, the time, a barge-in with a follow-up "
+                       "question, thanks, chit-chat; voice-to-voice per kind of turn and where each slow turn's time went")
     bench.add_argument("--floor", action="store_true", help="time each stage alone on idle cores (VAD, ASR, LLM "
                        "first token and per token, each CPU voice's first PCM) at 1 and 2 threads")
     bench.add_argument("--tool-prompt", action="store_true", help="what tools cost the cascade's LLM: first-token "
@@ -284,6 +287,11 @@ def _bench(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPa
         from bench.turn_taking import run_turn_taking
 
         asyncio.run(run_turn_taking(config, args.out))
+        return 0
+    if args.real_call:
+        from bench.real_call import run_real_calls
+
+        asyncio.run(run_real_calls(config, args.out))
         return 0
     if args.floor:
         from bench.floor import run_floor

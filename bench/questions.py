@@ -83,11 +83,12 @@ def load_speakers(config: Config) -> dict[str, Voice]:
     return {kind: voice_kind(kind).load(speaker_config, paths) for kind in kinds}
 
 
-async def spoken(voices: dict[str, Voice], texts, rate: int = WIRE_RATE, snr_db: float | None = SNR_DB) -> list[Question]:
-    """Each text spoken by the next speaker in SPEAKERS (with noise mixed in, unless snr_db is None)."""
+async def spoken(voices: dict[str, Voice], texts, rate: int = WIRE_RATE, snr_db: float | None = SNR_DB,
+                 speakers=SPEAKERS) -> list[Question]:
+    """Each text spoken by the next of `speakers` (with noise mixed in, unless snr_db is None)."""
     out = []
     for i, text in enumerate(texts):
-        kind, name = SPEAKERS[i % len(SPEAKERS)]
+        kind, name = speakers[i % len(speakers)]
         voice = voices[kind]
         if hasattr(voice, "voice") and isinstance(voice.voice, str):
             voice.voice = name  # a Kokoro voice pack

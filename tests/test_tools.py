@@ -13,7 +13,7 @@ import pytest
 from agent.brains.tool_markup import ToolMarkupScanner
 from agent.config import ConfigError, load_config
 from agent.tools import Tool, ToolCall, ToolDefinitionError, tool
-from agent.tools.builtins import (CalculationError, calculate, calculation_arguments, calculator_tool, clock_tool,
+from agent.tools.builtins import (CalculationError, asks_the_time, calculate, calculation_arguments, calculator_tool, clock_tool,
                                   format_number, mentions_calculation)
 from agent.tools.spoken_arithmetic import expression_in
 from agent.tools.toolbox import ToolBox, toolbox_for
@@ -209,12 +209,26 @@ def test_a_required_call_is_made_from_the_words_when_its_tool_can_read_them():
     made = prompt.call_from_words("What is twelve times eleven?", lambda: next(ids))
     assert made == ToolCall("call_1", "calculator", json.dumps({"expression": "12 * 11"}))
     assert prompt.call_from_words("Roughly, what is 47 times 38?", lambda: next(ids)) is None  # the model writes it
-    assert prompt.call_from_words("What time is it?", lambda: next(ids)) is None
+    assert prompt.call_from_words("What time is it?", lambda: next(ids)) == ToolCall("call_2", "clock", "{}")
+    assert prompt.call_from_words("What is the capital of France?", lambda: next(ids)) is None
     unforced = toolbox_for(load_config(environ={}, overrides={"tools.force_arithmetic": "false"})).prompt()
     assert unforced.call_from_words("What is twelve times eleven?", lambda: next(ids)) is None
 
 
 # -- clock -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["What time is it?", "Can you tell me the time?", "What day is it today?",
+                                  "What's today's date?", "What is the date?", "What's the time now?",
+                                  "Do you know what time it is?", "What day of the week is it?", "Tell me the date, please."])
+def test_a_question_for_the_time_or_date_calls_the_clock(text):
+    assert asks_the_time(text)
+
+
+@pytest.mark.parametrize("text", ["What time does the train leave?", "At what time is the meeting?",
+                                  "What was the best day of your life?", "I had a long day."])
+def test_other_sentences_about_times_do_not(text):
+    assert not asks_the_time(text)
+
+
 async def test_the_clock_reads_the_configured_time_zone():
     seen = []
 
@@ -249,8 +263,10 @@ def test_config_turns_on_builtins_and_imports_custom_tools():
     assert [s["function"]["name"] for s in prompt.specs] == list(box.names)
     assert "calculator" in prompt.instructions and prompt.instructions.startswith(config.tools.instructions)
     assert prompt.required_tool("What is 47 times 38?") == "calculator"
-    assert prompt.required_tool("What time is it?") is None
-    assert toolbox_for(load_config(environ={}, overrides={"tools.force_arithmetic": "false"})).prompt().required == ()
+    assert prompt.required_tool("What time is it?") == "clock"
+    assert prompt.required_tool("What is the capital of France?") is None
+    unforced = toolbox_for(load_config(environ={}, overrides={"tools.force_arithmetic": "false"})).prompt()
+    assert [name for name, _ in unforced.required] == ["clock"]
     assert not toolbox_for(load_config(environ={}, overrides={"tools.builtin": "[]"}))
     with pytest.raises(ToolDefinitionError, match="no_such_module"):
         toolbox_for(load_config(environ={}, overrides={"tools.custom": "no_such_module:f"}))

@@ -40,6 +40,10 @@ FINISHED = (
     "Please write that down.",
     "Can you help me with this?",
     "I was born in nineteen ninety.",
+    "Ok thanks a lot",  # whisper's own spelling, no punctuation: a closing formula
+    "Great thank you",
+    "No, that's all",
+    "Can you send it to me please",
 )
 # Speech stopped mid-sentence: whisper still often closes it with a full stop.
 CUT_OFF = (

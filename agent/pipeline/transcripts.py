@@ -55,9 +55,26 @@ whose if either neither both every each""".split())
 NOT_FINAL_IN_STATEMENT = frozenset("""with from into onto about by for at like as many""".split())
 
 
+# Formulas that close what a person says, finished with or without punctuation: whisper tiny.en
+# wrote "Ok thanks a lot" and "Great thank you" with none, and those turns waited the long
+# silence (`./dev.sh bench --real-call`).
+CLOSING_FORMULAS = tuple(tuple(f.split()) for f in (
+    "thank you", "thanks", "thanks a lot", "thank you very much", "thank you so much", "thanks so much",
+    "that's all", "that is all", "that's it", "bye", "goodbye", "bye bye", "see you", "see you later",
+    "got it", "sounds good", "perfect", "great", "okay", "ok", "all right", "alright", "cool", "nice", "awesome",
+    "no problem", "never mind", "you too", "please", "sure", "yes please", "no thanks", "good night"))
+
+
+def _ends_on_a_closing_formula(spoken: list[str]) -> bool:
+    return any(tuple(spoken[-len(formula):]) == formula for formula in CLOSING_FORMULAS)
+
+
 def sounds_finished(text: str) -> bool:
-    """Ends with sentence punctuation, on a word a sentence can end on (not "of", "the", ...)."""
+    """Ends with sentence punctuation, on a word a sentence can end on (not "of", "the", ...), or
+    on a closing formula ("thanks a lot", "that's all"), punctuated or not."""
     stripped = _ANNOTATION.sub(" ", text).strip().rstrip("\"'”’)")
+    if _ends_on_a_closing_formula(words_of(stripped)):
+        return True
     if not stripped.endswith((".", "?", "!")):
         return False
     spoken = words_of(stripped)

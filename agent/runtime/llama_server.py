@@ -195,6 +195,12 @@ def ensure_llama_server(cache_dir: Path, jobs: int | None = None, progress: bool
         return binary
 
 
+# --cache-reuse: a prompt whose history was trimmed keeps the chunks it shares with the slot's
+# cache (shifted in the KV cache) instead of evaluating from the cut on, as the in-process
+# cascade's `shift_cache_to` does; chunks shorter than this are evaluated again.
+CACHE_REUSE_TOKENS = 32
+
+
 @dataclass
 class LlamaServer:
     """One llama-server child process serving `model` on `host:port` (127.0.0.1: this machine only)."""
@@ -219,7 +225,8 @@ class LlamaServer:
     def command(self) -> list[str]:
         return [str(self.binary), "-m", str(self.model), "--host", self.host, "--port", str(self.port),
                 "-np", str(self.parallel), "-c", str(self.context), "-t", str(self.threads), "-tb", str(self.threads),
-                "--no-webui", *([] if extra_buffers_safe() else ["--no-repack"]), *self.extra_args]
+                "--no-webui", "--cache-reuse", str(CACHE_REUSE_TOKENS),
+                *([] if extra_buffers_safe() else ["--no-repack"]), *self.extra_args]
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

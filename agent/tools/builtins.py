@@ -168,16 +168,32 @@ def calculation_arguments(user_text: str) -> dict | None:
     return {"expression": expression}
 
 
+# A question about the present time or date ("What time is it?", "Can you tell me the time?",
+# "What day is it today?", "What's today's date?"), not about a time in it ("What time does the
+# train leave?"): the model answered "The current date is today." without calling the clock.
+ASKS_THE_TIME = re.compile(
+    r"\b(?:what(?:'s|\s+is)?\s+(?:the\s+)?(?:time|date|day)(?:\s+is\s+it)?(?:\s+(?:now|today|right\s+now))?\s*[?.!]*$"
+    r"|tell\s+me\s+(?:the\s+)?(?:time|date|day)\b|what\s+day\s+(?:is\s+it|of\s+the\s+week)|today's\s+date"
+    r"|what\s+time\s+(?:is\s+it|it\s+is))", re.IGNORECASE)
+
+
+def asks_the_time(text: str) -> bool:
+    """Do the user's words ask for the current time or date?"""
+    return ASKS_THE_TIME.search(text) is not None
+
+
 def clock_tool(time_zone: str, now: Callable[[ZoneInfo], datetime] = datetime.now) -> Tool:
     """The clock, reading `time_zone`. It takes no arguments: offered a time_zone parameter,
-    the 1.5B model filled one in (a city it made up) for a plain "What time is it?"."""
+    the 1.5B model filled one in (a city it made up) for a plain "What time is it?". A question
+    for the time or date is a call of it, made at once (no model round writes it)."""
     zone = zone_named(time_zone)
 
     async def clock() -> str:
         """The current date and time."""
         return f"{now(zone):%A, %d %B %Y, %H:%M} ({zone.key})"
 
-    return tool(clock, instructions=CLOCK_INSTRUCTIONS)
+    return tool(clock, instructions=CLOCK_INSTRUCTIONS, required_when=asks_the_time,
+                arguments_from=lambda _text: {})
 
 
 def zone_named(name: str) -> ZoneInfo:
