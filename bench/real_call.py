@@ -14,6 +14,8 @@ where the time went. A recall turn also checks the answer holds what was said.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +25,7 @@ from signaling.client import HeadlessClient
 from signaling.server import loopback_config, running_server
 
 from .questions import ROOM_NOISE_DBFS, SPEAKERS, load_speakers, spoken
-from .report import stats, write_json
+from .report import REPO, stats, write_json
 from .runner import load_real_models
 
 ENDED = ("answered", "error", "empty", "ignored")  # what ends a turn's wait (not an answer barged into)
@@ -87,6 +89,11 @@ class RealCallTurn:
 @dataclass
 class RealCallResult:
     turns: list[RealCallTurn] = field(default_factory=list)
+    label: str = ""  # which code and when (the report names the run)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RealCallResult":
+        return cls([RealCallTurn(**t) for t in data["turns"]], data.get("label", ""))
 
     def by_kind(self) -> dict[str, dict | None]:
         kinds = dict.fromkeys(t.kind for t in self.turns)
@@ -224,8 +231,15 @@ def real_call_markdown(r: RealCallResult) -> str:
     return "\n".join(rows)
 
 
+def run_label() -> str:
+    """This run: the commit and the time."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    return f"commit {commit or 'unknown'}, {time.strftime('%Y-%m-%d %H:%M')}"
+
+
 async def run_real_calls(config: Config, out_dir: str | None = None) -> RealCallResult:
     result = await measure_real_calls(config)
+    result.label = run_label()
     print(real_call_markdown(result))
     write_json("real-call.json", result, out_dir)
     return result

@@ -21,6 +21,7 @@ from .asr_windows import WindowResult, measure_windows, windows_markdown
 from .backchannels import BackchannelResult, backchannels_markdown, measure_backchannels
 from .end_of_turn import EndOfTurnResult, end_of_turn_markdown, measure_end_of_turn
 from .floor import FloorRow, floor_markdown, measure_floor
+from .real_call import RealCallResult, measure_real_calls, real_call_markdown, run_label
 from .turn_taking import TurnTakingResult, measure_turn_taking, turn_taking_markdown
 from .questions import questions_for
 from .report import REPO, write_json, machine_description, markdown, print_run, write_run_files
@@ -114,6 +115,9 @@ async def write_benchmarks_md(config: Config, turns_override: int | None = None)
     write_json("turn-taking.json", turn_taking, out_dir)
     backchannels = await measure_backchannels(config)
     write_json("backchannels.json", backchannels, out_dir)
+    real_calls = await measure_real_calls(config)
+    real_calls.label = run_label()
+    write_json(REAL_CALL_RUN, real_calls, out_dir)
 
     runs: list[BenchRun] = []
     models = await load_real_models(config)
@@ -177,6 +181,52 @@ def load_together(path: Path) -> TogetherRun:
     data = json.loads(path.read_text())
     turns = [CallerTurn(**turn) for turn in data.pop("turns")]
     return TogetherRun(**data, turns=turns)
+
+
+REAL_CALL_RUN = "real-call.json"
+REAL_CALL_BEFORE = "real-call-before.json"  # the same calls on the code before the cliffs were removed
+CLIFFS = (  # (kinds of turn, the cause, what removed it): named with their measured effect below
+    (("arithmetic",), "the forced calculator round: the model wrote the call's JSON (~20 tokens under a grammar) "
+     "before a second round could speak", "the calculation read from the words, the calculator called at once "
+     "(agent/tools/spoken_arithmetic.py)"),
+    (("time",), "the model wrote the clock's call itself, or answered without it (\"The current date is today.\")",
+     "a question for the time or date calls the clock at once (builtins.asks_the_time)"),
+    (("barge-in", "two sentences"), "the answer after an interruption evaluated the whole history again: the "
+     "call's own cancelled reply or prompt warm-up still held its llama.cpp slot, and from the seventh exchange "
+     "each trim of the history broke the cached prefix (the two were not measured apart)",
+     "a reply waits for the slot its own conversation holds (ChatSlots) and cancels a warm-up not yet started; "
+     "the trim shifted out of the KV cache"),
+    (("statement", "thanks"), "finished sentences waited the 2 s incomplete-silence: the transcript rule refused "
+     "endings on \"that\", \"in\", ... and closings whisper wrote without a full stop (\"Ok thanks a lot\")",
+     "agent/pipeline/transcripts.py: real endings and closing formulas end the turn after the hangover"),
+    (("recall",), "the history held 6 exchanges, so what the caller said in turn 2 was gone by turn 10; a longer "
+     "one cost seconds of prompt on every turn once full, as trimming re-evaluated it from the cut",
+     "history_turns 16, and the dropped exchange shifted out of the KV cache (llama_chat.shift_cache_to)"),
+)
+
+
+def real_call_section(results_dir: Path) -> list[str]:
+    if not (results_dir / REAL_CALL_RUN).exists():
+        return []
+    after = RealCallResult.from_json(json.loads((results_dir / REAL_CALL_RUN).read_text()))
+    lines = ["## Real-shaped calls (`./dev.sh bench --real-call`)", "",
+             "Three calls, each in its own voice (none the agent's), in a noisy room, ten turns of the kinds callers "
+             "make (`bench/real_call.py`); voice-to-voice at the caller, from the end of the last utterance of the "
+             f"turn to the first audible answer frame. Run: {after.label}.", "", real_call_markdown(after), ""]
+    if (results_dir / REAL_CALL_BEFORE).exists():
+        before = RealCallResult.from_json(json.loads((results_dir / REAL_CALL_BEFORE).read_text()))
+        worst = [{kind: s["max"] for kind, s in r.by_kind().items() if s} for r in (before, after)]
+        lines += [f"### The cliffs, and what removed them (before: {before.label})", "",
+                  "| turns | cause | removed by | worst before -> after (ms) |", "|---|---|---|---|"]
+        for kinds, cause, fix in CLIFFS:
+            figures = ", ".join(f"{k} {worst[0].get(k, 0):.0f} -> {worst[1].get(k, 0):.0f}" for k in kinds)
+            lines.append(f"| {', '.join(kinds)} | {cause} | {fix} | {figures} |")
+        total_before, total_after = before.overall(), after.overall()
+        lines += ["", f"Every turn: median {total_before['median']:.0f} -> {total_after['median']:.0f} ms, worst "
+                  f"{total_before['max']:.0f} -> {total_after['max']:.0f} ms; answers holding what was asked "
+                  f"{sum(t.right is True for t in before.turns)} -> {sum(t.right is True for t in after.turns)} of "
+                  f"{sum(t.right is not None for t in after.turns)}.", ""]
+    return lines
 
 
 def benchmarks_markdown(results_dir: Path = RESULTS) -> str:
@@ -245,6 +295,7 @@ def benchmarks_markdown(results_dir: Path = RESULTS) -> str:
         "",
         backchannels_markdown(backchannels),
         "",
+        *real_call_section(results_dir),
         "## Callers asking at the same moment (`./dev.sh bench --concurrency 4 --together --turns 3`)",
         "",
         together_markdown(together, memory=False),

@@ -110,6 +110,7 @@ def test_report_assembles_benchmarks_md_from_its_result_files_alone(tmp_path, mo
     from bench.backchannels import BackchannelResult
     from bench.end_of_turn import EndOfTurnResult
     from bench.floor import FloorRow
+    from bench.real_call import RealCallResult, RealCallTurn
     from bench.turn_taking import TurnTakingResult
 
     (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n\n## Runs over WebRTC\n\nthe old figures\n")
@@ -127,6 +128,9 @@ def test_report_assembles_benchmarks_md_from_its_result_files_alone(tmp_path, mo
                         lambda config: measured([EndOfTurnResult(1, 1.0, 1.0, 1.0, 30.0, 3, [])]))
     monkeypatch.setattr(standard, "measure_turn_taking", lambda config: measured(TurnTakingResult()))
     monkeypatch.setattr(standard, "measure_backchannels", lambda config: measured([BackchannelResult(0.0)]))
+    monkeypatch.setattr(standard, "measure_real_calls", lambda config: measured(
+        RealCallResult([RealCallTurn(1, "fact", "What is the capital of France?", "hibari:heart", 900.0, "Paris.")])))
+    monkeypatch.setattr(standard, "run_label", lambda: "a stand-in run")
     monkeypatch.setattr(standard, "load_real_models", lambda config: measured(stub_models()))
     monkeypatch.setattr(standard, "questions_for", lambda config, wavs: questions.questions_for(None, wavs))
 
@@ -137,12 +141,12 @@ def test_report_assembles_benchmarks_md_from_its_result_files_alone(tmp_path, mo
     assert text == standard.benchmarks_markdown(results)
     for heading in ("## Each stage alone, and in the pipeline", "## whisper's encoder window",
                     "## The end-of-turn model", "## Turn-taking over WebRTC", "## What short sounds over the agent",
-                    "## Callers asking at the same moment", "## Runs over WebRTC"):
+                    "## Real-shaped calls", "## Callers asking at the same moment", "## Runs over WebRTC"):
         assert heading in text
     written = {p.name for p in results.iterdir()}
     assert {"floor.json", "asr-windows.json", "end-of-turn.json", "turn-taking.json", "backchannels.json",
             "together-c4.json", "together-c5.json", "cascade-c1.json", "stub-c1.json", "stub-c10.json",
-            "report.json"} <= written
+            "report.json", "real-call.json"} <= written
 
 
 # -- modes about the real models ---------------------------------------------------------------
@@ -218,6 +222,22 @@ def test_turn_taking_over_webrtc(tmp_path, monkeypatch, capsys):
     assert "| questions with a 0.8 s thinking pause |" in out
     result = json.loads((tmp_path / "turn-taking.json").read_text())
     assert result["paused_questions"] == 1 and result["sounds_over_answers"] == 1
+
+
+@pytest.mark.models
+@pytest.mark.loopback
+@pytest.mark.slow
+def test_real_call_times_each_kind_of_turn(tmp_path, monkeypatch, capsys):
+    from bench import real_call
+
+    fact, barge_in = real_call.CALLS[0][0], real_call.CALLS[0][5]
+    monkeypatch.setattr(real_call, "CALLS", ((fact, barge_in),))
+    out = bench_in_process(capsys, "--real-call", "--out", str(tmp_path), "--set", "llm.slots=1",
+                           "--set", "llm.max_tokens=24")
+    assert "| **every turn** | 2 |" in out
+    result = json.loads((tmp_path / "real-call.json").read_text())
+    assert [t["kind"] for t in result["turns"]] == ["fact", "barge-in"] and result["label"].startswith("commit")
+    assert all(t["v2v_ms"] for t in result["turns"]), result["turns"]
 
 
 @pytest.mark.models
