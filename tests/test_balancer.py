@@ -42,7 +42,7 @@ def haproxy_binary() -> str:
     return found
 
 
-def agent(name: str, engine: LlamaServer, env: dict[str, str]) -> AgentProcess:
+def agent_on(engine: LlamaServer, name: str, env: dict[str, str]) -> AgentProcess:
     """`run.py serve` as a child process: the openai brain on the shared engine, an agent check."""
     overrides = {"brain.kind": "openai", "openai.base_url": engine.url, "openai.api_key_env": KEY_VARIABLE,
                  "openai.transcription": "local", "server.capacity_calls": str(CAPACITY),
@@ -67,7 +67,7 @@ def engine(config):
 async def deployment(engine):
     """(balancer URL, [agent1, agent2]): HAProxy with deploy/haproxy.cfg, two agents, the engine."""
     env = {**os.environ, KEY_VARIABLE: engine.api_key, "HF_HUB_OFFLINE": "1"}
-    agents = [agent("agent1", engine, env), agent("agent2", engine, env)]
+    agents = [agent_on(engine, "agent1", env), agent_on(engine, "agent2", env)]
     balancer_port = free_port()
     haproxy_env = {**os.environ, "BALANCER_BIND": f"127.0.0.1:{balancer_port}",
                    "AGENT1": f"127.0.0.1:{agents[0].port}", "AGENT1_CHECK": str(agents[0].check_port),
