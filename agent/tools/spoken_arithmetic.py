@@ -6,8 +6,9 @@ a verb form ("multiply 92 by 68", "add 3 and 4", "the product of 6 and 7").
 
 `expression_in` reads it as the calculator's expression ("What is twelve times eleven?" ->
 "12 * 11"), so the answer can call the calculator with it at once instead of a model round
-that writes the call's JSON (about 20 tokens under a grammar, ~2 s on 2 cores, before the
-first word). Numbers spoken as words are read here ("forty-seven", "three hundred and twelve",
+that writes the call's JSON (about 20 tokens under a grammar before the first word: the
+arithmetic turns' worst voice-to-voice went from 4977 to 1435 ms, `./dev.sh bench --real-call`,
+BENCHMARKS.md). Numbers spoken as words are read here ("forty-seven", "three hundred and twelve",
 "two point five"); a library for it would be a dependency for thirty lines (word2number is
 unmaintained, text2num a compiled extension), so this module writes it. Anything it cannot read
 exactly ("half of ten", "fifteen percent of eighty") gives None, and the model writes the call.
