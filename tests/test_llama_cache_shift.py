@@ -55,6 +55,12 @@ def test_a_prompt_that_extends_the_cache_needs_no_shift():
     assert llm._ctx.calls == [] and llm.n_tokens == len(SYSTEM + REST)
 
 
+def test_a_prompt_asked_again_inside_the_cache_needs_no_shift():
+    llm = CachedPrompt(SYSTEM + REST + [7, 8, 9])  # the prompt, then the tokens generated for it
+    assert shift_cache_to(llm, SYSTEM + REST) == 0
+    assert llm._ctx.calls == []
+
+
 def test_a_short_run_after_the_cut_is_not_worth_shifting():
     short = run(3000, MIN_SHIFTED_TOKENS - 1)
     llm = CachedPrompt(SYSTEM + OLDEST + short)

@@ -77,8 +77,8 @@ def shift_cache_to(llm, tokens: Sequence[int]) -> int:
     common = min(cached_count, len(new))
     differ = np.flatnonzero(cached[:common] != new[:common])
     head = int(differ[0]) if len(differ) else common
-    if head == 0 or head >= cached_count:
-        return 0  # nothing in common, or the cache is a prefix already
+    if head == 0 or head >= cached_count or head >= len(new):
+        return 0  # nothing in common, the cache is a prefix already, or the prompt is one of the cache's
     rest = new[head:]
     start, run = 0, 0
     for candidate in np.flatnonzero(cached[head + 1:] == rest[0]) + head + 1:
