@@ -189,6 +189,32 @@ async def test_a_turn_of_only_fillers_or_noise_starts_no_answer():
     await session.close()
 
 
+async def test_a_turn_of_words_whisper_was_unsure_of_is_still_answered():
+    """Over the agent an unsure short transcript is noise; on a turn of its own it is the caller's
+    words ("Great, thank you." came back "(unclear: ...)" and got no answer), unless they are fillers."""
+    for heard, answered in (("(unclear: Great, thank you.)", True), ("(unclear: Mm-hmm.)", False)):
+        class Hears(ScriptedBrain):
+            def new_conversation(self):
+                conversation = super().new_conversation()
+                reply = conversation.reply
+
+                async def hears(audio, on_transcript):
+                    async for piece in reply(audio, lambda _text: on_transcript(heard)):
+                        yield piece
+                conversation.reply = hears
+                return conversation
+
+        events = []
+        session = AgentSession(load_config(environ={}), Hears(), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
+        turn = session.start_answer(voiced(500), 0.0, 0.2)
+        if answered:
+            await wait_until(lambda: session.output.queued_samples > 0, 5.0, poll_s=0.005)  # it speaks
+        else:
+            await asyncio.wait_for(turn.task, 5)
+            assert next(e for e in events if e["type"] == "timeline")["outcome"] == "ignored"
+        await session.close()
+
+
 class DoubtfulEndOfTurn:
     """A stand-in end-of-turn model that always calls the utterance unfinished."""
 

@@ -44,6 +44,8 @@ FINISHED = (
     "Great thank you",
     "No, that's all",
     "Can you send it to me please",
+    "Tell me something fun",  # unpunctuated: three words or more, ending on a content word
+    "What is the capital of France",
 )
 # Speech stopped mid-sentence: whisper still often closes it with a full stop.
 CUT_OFF = (
@@ -63,6 +65,9 @@ CUT_OFF = (
     "Tell me about the history of",
     "Give me either.",
     "Remind me to call my sister because.",
+    "Tell me a story about a dragon who",  # unpunctuated: the words alone must say it
+    "I think",
+    "Could you tell me what",
 )
 
 

@@ -21,7 +21,7 @@ from agent.events import Event, Transcript
 from agent.pipeline.pcm_queue import SAMPLE_RATE as PLAYOUT_RATE
 from agent.pipeline.phrases import PhraseChunker, phrases_from_pieces
 from agent.pipeline.timeline import TurnTimeline
-from agent.pipeline.transcripts import is_only_filler
+from agent.pipeline.transcripts import is_only_filler, unclear_words_kept
 from agent.runtime.scheduler import Urgency
 
 from .stall_guard import stall_guard
@@ -44,12 +44,13 @@ class PhraseProducer:
         self.on_transcript = on_transcript  # the session hears the words at once, preemptive or not
 
     def heard(self, text: str) -> bool:
-        """What the user said, from the brain: shown, and answered unless it is only fillers."""
+        """What the user said, from the brain: shown, and answered unless it is only fillers (words
+        whisper was unsure of count: this turn is not a sound over the agent)."""
         self.timeline.mark("transcript", self.clock())
         self.emit(Transcript(self.timeline.turn, text))
         if self.on_transcript is not None:
             self.on_transcript(text)
-        if is_only_filler(text, self.config.turns.fillers):
+        if is_only_filler(unclear_words_kept(text), self.config.turns.fillers):
             self.timeline.outcome = "ignored"
             return False
         return True

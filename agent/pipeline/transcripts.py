@@ -3,9 +3,11 @@
 - `is_only_filler`: a transcript that is empty, only sounds whisper wrote down as annotations
   ("(coughs)", "[BLANK_AUDIO]", "*sigh*", and the ASR's own "(unclear: ...)"), or only fillers and backchannels ("mm-hmm", "uh",
   "yeah", ...) starts no answer.
+- `unclear_words_kept`: the words inside "(unclear: ...)", for a turn of its own (see there).
 - `word_error_rate`: how far a transcript is from what was said (tests and the benchmark).
 - `sounds_finished`: a transcript that ends a sentence (whisper's "." "?" "!") on a word that
-  can end one ("... flower nectar?", not "... the capital of?"). When the end-of-turn model
+  can end one ("please remember that.", not "... the capital of."), ends on a closing formula
+  ("Ok thanks a lot"), or, unpunctuated, ends three words or more on a content word. When the end-of-turn model
   calls an utterance unfinished but the preemptive answer's transcript sounds finished, the
   turn ends after the normal hangover (the text overrules the audio model's doubt).
 """
@@ -13,6 +15,8 @@
 from __future__ import annotations
 
 import re
+
+from agent.pipeline.phrases import WEAK_ENDINGS
 
 _ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*|♪+")
 _WORD = re.compile(r"[a-z]+(?:['-][a-z]+)*")
@@ -28,6 +32,17 @@ def _squeezed(word: str) -> str:
     "Mmm-hmm", "mm-hmm" and "mhm" are all "mhm"; "hmmm" is "hm" (whisper spells these sounds many
     ways), while "uh-huh" ("uhhuh", yes) stays apart from "uh-uh" ("uhuh", no)."""
     return "".join(re.sub(r"(.)\1+", r"\1", part) for part in word.split("-"))
+
+
+_UNCLEAR = re.compile(r"\(unclear:\s*([^)]*)\)")
+
+
+def unclear_words_kept(text: str) -> str:
+    """`text` with the ASR's "(unclear: ...)" marks replaced by the words inside them: on a turn of
+    its own (the agent silent), a short utterance whisper was unsure of is still the caller's
+    words ("Great, thank you."), answered unless those words are fillers themselves. Over the
+    agent's answer the mark stays noise (a backchannel misheard as "Come on.")."""
+    return _UNCLEAR.sub(lambda found: found.group(1), text)
 
 
 def is_only_filler(text: str, fillers: list[str]) -> bool:
@@ -69,15 +84,25 @@ def _ends_on_a_closing_formula(spoken: list[str]) -> bool:
     return any(tuple(spoken[-len(formula):]) == formula for formula in CLOSING_FORMULAS)
 
 
+# Without punctuation (whisper often leaves it out of a short utterance: "Tell me something fun")
+# only the words tell, so the rule is stricter: three words or more, the last a content word, not
+# a function word, pronoun or question word a sentence goes on after ("Can you tell me", "a
+# dragon who", "I think").
+NOT_FINAL_UNPUNCTUATED = WEAK_ENDINGS | frozenset("""me you him us them it i we they who what which where
+when why how whose whom think mean guess want need wonder""".split())
+
+
 def sounds_finished(text: str) -> bool:
-    """Ends with sentence punctuation, on a word a sentence can end on (not "of", "the", ...), or
-    on a closing formula ("thanks a lot", "that's all"), punctuated or not."""
+    """Ends with sentence punctuation, on a word a sentence can end on (not "of", "the", ...); on
+    a closing formula ("thanks a lot", "that's all"), punctuated or not; or, unpunctuated, on a
+    content word after at least three words (`NOT_FINAL_UNPUNCTUATED`)."""
     stripped = _ANNOTATION.sub(" ", text).strip().rstrip("\"'”’)")
-    if _ends_on_a_closing_formula(words_of(stripped)):
+    spoken = words_of(stripped)
+    if _ends_on_a_closing_formula(spoken):
         return True
     if not stripped.endswith((".", "?", "!")):
-        return False
-    spoken = words_of(stripped)
+        return len(spoken) >= 3 and not stripped.endswith((",", ";", ":", "-", "...")) \
+            and spoken[-1] not in NOT_FINAL_UNPUNCTUATED | NEVER_FINAL | NOT_FINAL_IN_STATEMENT
     if not spoken or spoken[-1] in NEVER_FINAL:
         return False
     return stripped.endswith("?") or spoken[-1] not in NOT_FINAL_IN_STATEMENT
