@@ -308,7 +308,8 @@ async def test_the_runner_validates_runs_and_reports_every_outcome():
     assert invalid.status == "invalid" and "42 is not of type 'string'" in invalid.content
     assert (await box.run(ToolCall("c", "calculator", "not json"))).status == "invalid"
     unknown = await box.run(call("weather", city="Paris"))
-    assert unknown.status == "unknown" and "calculator" in unknown.content
+    assert unknown.status == "unknown" and "No tool is named 'weather'" in unknown.content
+    assert "do not mention tools" in unknown.content  # what the model reads: answer, never read out the plumbing
     failed = await box.run(call("fails", reason="database down"))
     assert failed.status == "error" and "RuntimeError: database down" in failed.content
     assert (await box.run(call("calculator", expression="import os"))).status == "error"

@@ -207,3 +207,23 @@ async def test_a_spoken_product_over_webrtc_gets_the_number_and_the_tool_events(
         assert timeline["outcome"] == "answered" and timeline["tools"][0]["name"] == "calculator"
     finally:
         await client.close()
+
+
+async def test_a_call_of_a_tool_that_does_not_exist_is_answered_not_read_out(config, models):
+    """The model once answered "Who wrote the play Romeo and Juliet?" by calling a tool named
+    "William Shakespeare", then read the error out ("The tool named William Shakespeare does not
+    exist. The available tools are calculator and clock."). With the tool box's result for an
+    unknown tool, the next round answers the question and names no tool."""
+    from agent.tools import ToolCall
+
+    box = toolbox_for(config)
+    conversation = models.brain.new_conversation(box.prompt())
+    conversation.chat_history.begin_reply()
+    conversation.chat_history.add_user("Who wrote the play Romeo and Juliet?")
+    made_up = ToolCall("call_1", "William Shakespeare", "{}")
+    conversation._round = ("", [made_up])  # the round the model wrote (as _round_items leaves it)
+    result = await box.run(made_up)
+    assert result.status == "unknown"
+    said = "".join([item async for item in conversation.continue_reply([result]) if isinstance(item, str)])
+    assert "shakespeare" in said.lower(), said
+    assert "tool" not in said.lower() and "calculator" not in said.lower(), said

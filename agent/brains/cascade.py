@@ -15,8 +15,9 @@ text streams through a `ToolMarkupScanner`, so what it says before a call is spo
 the call's markup never is. When the user's words require a tool (`ToolPrompt.required_tool`,
 e.g. a calculation), the first round is that call: read from the words when the tool can
 (`ToolPrompt.call_from_words`: "twelve times eleven" is `12 * 11`, no model round), else written
-by the model under a llama.cpp grammar that holds it to a JSON call of that tool. A conversation with tools warms its own prompt prefix (system turn
-with the tools) when it opens, so the tools cost no prompt time on the first turn.
+by the model under a llama.cpp grammar that holds it to a JSON call of that tool. A conversation
+with tools warms its own prompt prefix (system turn with the tools) when it opens, so the tools
+cost no prompt time on the first turn.
 """
 
 from __future__ import annotations

@@ -67,8 +67,11 @@ class ToolBox:
         """Run one call; the result says what happened (a CancelledError passes through)."""
         found = self.tools.get(call.name)
         if found is None:
-            return ToolResult(call, "unknown", f"error: there is no tool named {call.name!r} "
-                                               f"(the tools are: {', '.join(self.tools) or 'none'})")
+            # What the model reads next: a small model told "there is no tool named ..." read it
+            # out ("The tool named William Shakespeare does not exist. The available tools are
+            # calculator and clock."), so it is told to answer itself instead.
+            return ToolResult(call, "unknown", f"No tool is named {call.name!r}. Answer the user's question "
+                                               "yourself, from what you know, and do not mention tools.")
         try:
             arguments = checked_arguments(call.arguments, found.parameters)
         except InvalidArguments as exc:
