@@ -1,6 +1,7 @@
 """The real models, from the pinned packages: voice -> ASR round trip, LLM answers, cancellation."""
 
 import asyncio
+import re
 import contextlib
 
 import numpy as np
@@ -218,3 +219,14 @@ async def test_a_trimmed_history_is_not_evaluated_again_and_is_still_remembered(
     prompt_evaluated = evaluated[0]  # the first eval is the prompt's; then one per generated token
     assert prompt_evaluated < 30 < kept, (prompt_evaluated, kept)
     assert "oliver" in answer.lower(), answer
+
+
+async def test_a_chemical_symbol_is_heard_as_its_letters(models):
+    """"Au" went to the voice as written and the caller heard "o" (whisper: "The chemical symbol
+    for gold is o."); written the way `speakable` writes it, whisper hears the letters."""
+    from agent.pipeline.phrases import speakable
+    from agent.voices.base import render
+
+    audio = await render(models.voice, speakable("The chemical symbol for gold is Au."), 16000)
+    heard = await models.brain.transcriber.transcribe(audio)
+    assert re.search(r"\ba\.? ?u\b", heard.lower()), heard

@@ -138,3 +138,11 @@ async def test_no_timeout_cut_while_the_voice_has_enough_to_say():
     pieces = slow_pieces(["one ", "two ", "three ", "four ", "five."], 0.08)
     got = [p async for p in phrases_from_pieces(pieces, PhraseChunker(cfg), voice_hungry=lambda: False)]
     assert got == ["one two three four five."]
+
+
+def test_chemical_symbols_are_written_the_way_the_voice_spells_them():
+    assert speakable("The chemical symbol for gold is Au.") == "The chemical symbol for gold is AU."
+    assert speakable("Iron is Fe and silver is Ag.") == "Iron is FE and silver is AG."
+    # Symbols that are words, and words that merely start like one, stay as written.
+    assert speakable("He is in Paris. No, as a child he lived at home.") == "He is in Paris. No, as a child he lived at home."
+    assert speakable("Auckland and Feynman") == "Auckland and Feynman"

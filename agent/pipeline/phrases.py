@@ -30,10 +30,19 @@ _BULLET = re.compile(r"(^|\n)\s*(?:[-•]|\d+[.)])\s+")
 _SPACES = re.compile(r"\s+")
 
 
+# Chemical symbols that are no English word: the voice reads "Au" as a word ("o", whisper heard)
+# and "Fe" as "V", but spells them in capitals ("AU", "FE"). Symbols that are words ("He", "In",
+# "As", "No", "Be", ...) are left alone. Checked by whisper reading the voice back
+# (tests/test_models_real.py).
+_ELEMENT_SYMBOLS = re.compile(r"\b(Au|Ag|Fe|Cu|Zn|Hg|Pb|Sn|Pt|Ni|Na|Mg|Cl|Ca|Si|Cr|Mn|Ne|Kr|Xe|Rn|Li|Cs|Sr|Ti|Se|Br|Ge|Pd|Cd|Ir)\b")
+
+
 def speakable(text: str) -> str:
-    """Strip markdown and list markup that a voice should not read out; collapse whitespace."""
+    """Strip markdown and list markup that a voice should not read out, write chemical symbols
+    the way the voice spells them (`_ELEMENT_SYMBOLS`), and collapse whitespace."""
     text = _BULLET.sub(r"\1", text)
     text = _MARKDOWN.sub("", text)
+    text = _ELEMENT_SYMBOLS.sub(lambda found: found.group(1).upper(), text)
     return _SPACES.sub(" ", text).strip()
 
 
