@@ -1,8 +1,8 @@
 """The real models, from the pinned packages: voice -> ASR round trip, LLM answers, cancellation."""
 
 import asyncio
-import re
 import contextlib
+import re
 
 import numpy as np
 import pytest
