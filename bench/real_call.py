@@ -14,7 +14,6 @@ where the time went. A recall turn also checks the answer holds what was said.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from signaling.client import HeadlessClient
 from signaling.server import loopback_config, running_server
 
 from .questions import ROOM_NOISE_DBFS, SPEAKERS, load_speakers, spoken
-from .report import REPO, stats, write_json
+from .report import current_commit, stats, write_json
 from .runner import load_real_models
 
 ENDED = ("answered", "error", "empty", "ignored")  # what ends a turn's wait (not an answer barged into)
@@ -103,24 +102,9 @@ class RealCallResult:
         return stats([t.v2v_ms for t in self.turns if t.v2v_ms is not None])
 
 
-async def _first_audible(client: HeadlessClient, after: float, within_s: float) -> float | None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while asyncio.get_running_loop().time() < deadline:
-        frame = client.first_audible_after(after)
-        if frame is not None:
-            return frame.at
-        await asyncio.sleep(0.02)
-    return None
-
-
 async def _render(voices, texts: list[str], speaker: int) -> list[np.ndarray]:
     """Each text in SPEAKERS[speaker]'s voice (the caller's room adds the noise)."""
-    rotated = SPEAKERS[speaker:] + SPEAKERS[:speaker]
-    rendered = []
-    for text in texts:
-        [question] = await spoken(voices, [text], snr_db=None, speakers=rotated[:1])
-        rendered.append(question.speech)
-    return rendered
+    return [q.speech for q in await spoken(voices, texts, snr_db=None, speakers=(SPEAKERS[speaker],))]
 
 
 async def _turn(client: HeadlessClient, call: int, kind: str, text, expect, speech: list[np.ndarray],
@@ -142,9 +126,9 @@ async def _turn(client: HeadlessClient, call: int, kind: str, text, expect, spee
     else:
         last = client.say(speech[0])
     await last.done.wait()
-    heard = await _first_audible(client, last.ended_at, 20.0)
+    heard = await client.wait_audible_after(last.ended_at, 20.0)
     if heard is not None:
-        turn.v2v_ms = round((heard - last.ended_at) * 1000.0, 1)
+        turn.v2v_ms = round((heard.at - last.ended_at) * 1000.0, 1)
     try:
         await client.wait_event(lambda e: e.get("type") == "timeline" and e.get("outcome") in ENDED, 90, since)
     except TimeoutError:
@@ -233,8 +217,7 @@ def real_call_markdown(r: RealCallResult) -> str:
 
 def run_label() -> str:
     """This run: the commit and the time."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    return f"commit {commit or 'unknown'}, {time.strftime('%Y-%m-%d %H:%M')}"
+    return f"commit {current_commit()}, {time.strftime('%Y-%m-%d %H:%M')}"
 
 
 async def run_real_calls(config: Config, out_dir: str | None = None) -> RealCallResult:

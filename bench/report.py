@@ -291,6 +291,11 @@ def machine_description() -> str:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem_gib = 0
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     return (f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}; commit {commit or 'unknown'}")
+            f"{platform.system()} {platform.release()}; commit {current_commit()}")
+
+
+def current_commit() -> str:
+    """The checkout's short commit hash ("unknown" outside git)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    return commit or "unknown"

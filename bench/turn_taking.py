@@ -46,16 +46,6 @@ class TurnTakingResult:
     details: list[str] = field(default_factory=list)
 
 
-async def _first_audible(client: HeadlessClient, after: float, within_s: float) -> float | None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while asyncio.get_running_loop().time() < deadline:
-        frame = client.first_audible_after(after)
-        if frame is not None:
-            return frame.at
-        await asyncio.sleep(0.05)
-    return None
-
-
 async def measure_turn_taking(config: Config) -> TurnTakingResult:
     config = loopback_config(config)
     voices = load_speakers(config)
@@ -89,9 +79,9 @@ async def measure_turn_taking(config: Config) -> TurnTakingResult:
                 if len(turns) > 1:
                     result.cut_offs += 1
                     result.details.append(f"cut off: {question.label!r} ({question.speaker})")
-                heard = await _first_audible(client, rest.ended_at, 0.1)
+                heard = await client.wait_audible_after(rest.ended_at, 0.1)
                 if heard is not None:
-                    result.answer_after_pause_ms.append(round((heard - rest.ended_at) * 1000, 1))
+                    result.answer_after_pause_ms.append(round((heard.at - rest.ended_at) * 1000, 1))
                 await client.wait_event(lambda e: e.get("type") == "state" and e.get("state") == "listening", 60,
                                         len(client.events) - 1)
                 await asyncio.sleep(0.5)
@@ -104,7 +94,7 @@ async def measure_turn_taking(config: Config) -> TurnTakingResult:
                 over = client.say(sound.speech if sound is not None else cough)
                 await over.done.wait()
                 result.sounds_over_answers += 1
-                again = await _first_audible(client, over.ended_at + 0.05, 3.0)
+                again = await client.wait_audible_after(over.ended_at + 0.05, 3.0)
                 await asyncio.sleep(0.5)
                 stopped = any(e.get("type") == "barge_in" for _, e in client.events[since:])
                 if stopped:
@@ -112,7 +102,7 @@ async def measure_turn_taking(config: Config) -> TurnTakingResult:
                     result.details.append(f"stopped by {sound.label if sound else 'a cough'!r}")
                 elif again is not None:
                     result.resumed += 1
-                    result.resume_ms.append(round((again - over.ended_at) * 1000, 1))
+                    result.resume_ms.append(round((again.at - over.ended_at) * 1000, 1))
                 finished = await client.wait_event(lambda e: e.get("type") == "timeline", 90, since)
                 if not stopped and again is not None and finished.get("outcome") == "answered":
                     result.finished += 1

@@ -233,6 +233,14 @@ class HeadlessClient:
                 return frame
         return None
 
+    async def wait_audible_after(self, t: float, timeout_s: float) -> ReceivedFrame | None:
+        """The first audible frame received at or after `t`, waiting up to `timeout_s` for it
+        (None if none came). Its `at` is when it arrived, whenever this returns."""
+        deadline = time.perf_counter() + timeout_s
+        while (frame := self.first_audible_after(t)) is None and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        return frame
+
     def audio_between(self, start: float, end: float) -> np.ndarray:
         chunks = [f.samples for f in self.frames if start <= f.at < end]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)

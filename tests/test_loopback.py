@@ -196,11 +196,7 @@ async def test_a_backchannel_or_a_cough_over_the_answer_is_forgiven(config, mode
             with contextlib.suppress(TimeoutError):  # a cough may not even sound like speech
                 event = await client.wait_event(is_type("interruption"), 3, since)
                 assert event["outcome"] == "resumed", f"{event}"
-            again = client.first_audible_after(over.ended_at + 0.05)
-            deadline = asyncio.get_running_loop().time() + 3
-            while again is None and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
-                again = client.first_audible_after(over.ended_at + 0.05)
+            again = await client.wait_audible_after(over.ended_at + 0.05, 3)
             assert again is not None and again.at - over.ended_at <= 1.5
         timeline = await client.wait_event(is_type("timeline", turn=talking), 90)
         assert timeline["outcome"] == "answered"
