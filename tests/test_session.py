@@ -156,6 +156,24 @@ async def test_a_preemptive_answer_is_discarded_when_the_user_goes_on():
     await session.close()
 
 
+class Hears(ScriptedBrain):
+    """The scripted brain, whose transcript of every utterance is `heard`."""
+
+    def __init__(self, heard: str) -> None:
+        super().__init__()
+        self.heard = heard
+
+    def new_conversation(self):
+        conversation = super().new_conversation()
+        reply, heard = conversation.reply, self.heard
+
+        async def hearing(audio, on_transcript):
+            async for piece in reply(audio, lambda _text: on_transcript(heard)):
+                yield piece
+        conversation.reply = hearing
+        return conversation
+
+
 async def test_a_turn_of_only_fillers_or_noise_starts_no_answer():
     from agent.pipeline.transcripts import is_only_filler
 
@@ -167,19 +185,8 @@ async def test_a_turn_of_only_fillers_or_noise_starts_no_answer():
                  "Uh-uh.", "Come on."):
         assert not is_only_filler(text, fillers), text
 
-    class SaysMmHmm(ScriptedBrain):
-        def new_conversation(self):
-            conversation = super().new_conversation()
-            reply = conversation.reply
-
-            async def mm_hmm(audio, on_transcript):
-                async for piece in reply(audio, lambda _text: on_transcript("Mm-hmm.")):
-                    yield piece
-            conversation.reply = mm_hmm
-            return conversation
-
     events = []
-    session = AgentSession(load_config(environ={}), SaysMmHmm(), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
+    session = AgentSession(load_config(environ={}), Hears("Mm-hmm."), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
     turn = session.start_answer(voiced(500), 0.0, 0.2)
     await asyncio.wait_for(turn.task, 5)
     assert session.output.queued_samples == 0  # nothing said back
@@ -193,19 +200,8 @@ async def test_a_turn_of_words_whisper_was_unsure_of_is_still_answered():
     """Over the agent an unsure short transcript is noise; on a turn of its own it is the caller's
     words ("Great, thank you." came back "(unclear: ...)" and got no answer), unless they are fillers."""
     for heard, answered in (("(unclear: Great, thank you.)", True), ("(unclear: Mm-hmm.)", False)):
-        class Hears(ScriptedBrain):
-            def new_conversation(self):
-                conversation = super().new_conversation()
-                reply = conversation.reply
-
-                async def hears(audio, on_transcript):
-                    async for piece in reply(audio, lambda _text: on_transcript(heard)):
-                        yield piece
-                conversation.reply = hears
-                return conversation
-
         events = []
-        session = AgentSession(load_config(environ={}), Hears(), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
+        session = AgentSession(load_config(environ={}), Hears(heard), ToneVoice(), send_event=lambda e: events.append(to_json(e)))
         turn = session.start_answer(voiced(500), 0.0, 0.2)
         if answered:
             await wait_until(lambda: session.output.queued_samples > 0, 5.0, poll_s=0.005)  # it speaks
@@ -227,19 +223,8 @@ class DoubtfulEndOfTurn:
 async def test_an_unfinished_verdict_holds_the_turn_unless_the_words_sound_finished():
     for transcript, ends_at_hangover in (("What do bees make from flower nectar?", True),
                                          ("What is the capital of?", False)):
-        class Says(ScriptedBrain):
-            def new_conversation(self, text=transcript):
-                conversation = super().new_conversation()
-                reply = conversation.reply
-
-                async def saying(audio, on_transcript):
-                    async for piece in reply(audio, lambda _t: on_transcript(text)):
-                        yield piece
-                conversation.reply = saying
-                return conversation
-
         events = []
-        session = AgentSession(load_config(environ={}), Says(), ToneVoice(),
+        session = AgentSession(load_config(environ={}), Hears(transcript), ToneVoice(),
                                send_event=lambda e: events.append(to_json(e)), end_of_turn=DoubtfulEndOfTurn())
         feed(session, np.concatenate([silence(300), voiced(700), silence(200)]))  # the pause
         await asyncio.sleep(0.1)  # the verdict and the preemptive transcript arrive
