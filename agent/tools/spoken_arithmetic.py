@@ -28,17 +28,17 @@ _NUMBER_WORDS = [*_UNITS, *_TENS, "hundred", *_SCALES, "point", "half"]
 
 _WORD = r"(?:%s)" % "|".join(_NUMBER_WORDS)
 _NUMBER = rf"(?:\d[\d,]*(?:\.\d+)?|{_WORD}(?:[\s-]+(?:and\s+)?{_WORD})*)"
-# Each arithmetic word or sign and the operator it is.
+# Each arithmetic word or sign and the operator it is; a hyphen is one only when spaced ("3-4
+# degrees" is a range).
 _OPERATORS = (
     (r"plus|\+", "+"),
-    (r"minus|[-−]", "-"),
+    (r"minus", "-"),
     (r"times|multiplied\s+by|x|×|\*(?!\*)", "*"),
     (r"divided\s+by|over|/|÷", "/"),
     (r"\^|\*\*|to\s+the\s+power\s+of|raised\s+to(?:\s+the\s+power\s+of)?", "**"),
 )
-# Between two numbers; a hyphen only spaced: "3-4 degrees" is a range.
-_OPERATOR = rf"(?:\s*(?:minus|plus|times|multiplied\s+by|divided\s+by|over|x|×|\*\*|\*|\+|/|÷|\^|to\s+the\s+power\s+of|raised\s+to(?:\s+the\s+power\s+of)?)\s*|\s+[-−]\s+)"
-_SIGN_OF = [(re.compile(rf"^\s*(?:{pattern})\s*$", re.IGNORECASE), sign) for pattern, sign in _OPERATORS]
+_OPERATOR = r"(?:\s*(?:%s)\s*|\s+[-−]\s+)" % "|".join(pattern for pattern, _ in _OPERATORS)  # between two numbers
+_SIGN_OF = [(re.compile(rf"^\s*(?:{pattern})\s*$", re.IGNORECASE), sign) for pattern, sign in (*_OPERATORS, (r"[-−]", "-"))]
 
 _N = rf"({_NUMBER})"
 _VERB_FORMS = (  # (pattern with two numbers, how the expression is built from them)
