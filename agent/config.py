@@ -223,6 +223,8 @@ class LlmConfig(_Schema):
     max_tokens: int = Field(ge=1)
     temperature: Temperature
     slots: int = Field(ge=1, le=64)
+    batched: bool
+    prompt_chunk: int = Field(ge=1, le=512)
 
 
 class PhrasesConfig(_Schema):

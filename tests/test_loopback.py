@@ -118,19 +118,18 @@ async def test_a_peer_that_vanishes_mid_answer_is_released(config, models, agent
 
 
 async def test_a_model_error_mid_turn_is_an_event_and_the_session_goes_on(config, models, agent_url, spoken, monkeypatch):
-    calls = []
+    batched = models.brain.slots.chats[0].batched  # every slot's steps run in this one llama.cpp context
+    original = batched._decode_blocking
+    steps = []
 
-    def failing_once(original):
-        def tokens(messages, stop, max_tokens=None, **kwargs):
-            calls.append(1)
-            if len(calls) == 1:
-                yield "Let me"
+    def failing_once(plan):
+        if any(not entry.request.is_warm_up for entry in plan):
+            steps.append(1)
+            if len(steps) == 3:  # the answer's third step: mid-answer, after its first pieces
                 raise RuntimeError("simulated model failure")
-            yield from original(messages, stop, max_tokens, **kwargs)
-        return tokens
+        return original(plan)
 
-    for chat in models.brain.slots.chats:  # whichever LLM slot the call gets
-        monkeypatch.setattr(chat, "tokens_blocking", failing_once(chat.tokens_blocking))
+    monkeypatch.setattr(batched, "_decode_blocking", failing_once)
     client = await connected_client(config, agent_url)
     try:
         question = await spoken("What is the capital of France?")

@@ -83,21 +83,20 @@ async def test_llm_answers_a_simple_question_correctly(models):
 
 async def test_cancelled_generation_stops(models):
     chat = models.brain.chat
-    produced = []
-    original = chat.tokens_blocking
-
-    def counting(messages, stop, max_tokens=None):
-        for piece in original(messages, stop, max_tokens=400):
-            produced.append(piece)
-            yield piece
-
+    batched = chat.batched
     messages = [{"role": "user", "content": "Count from one to two hundred in words, separated by commas."}]
-    async with contextlib.aclosing(chat.thread.stream(lambda stop: counting(messages, stop))) as stream:
+    prompt = batched.prompt_tokens(messages)
+    taken = 0
+    async with contextlib.aclosing(batched.generate(chat.seq, prompt, 400)) as stream:
         async for _ in stream:
-            if len(produced) >= 5:
+            taken += 1
+            if taken >= 5:
                 break
-    await asyncio.wait_for(chat.thread.run(lambda: None), 30)  # the worker has finished
-    assert len(produced) <= 5 + 2, f"generation went on for {len(produced)} tokens after cancel"
+    await asyncio.wait_for(chat.thread.run(lambda: None), 30)  # a step in flight has finished
+    await asyncio.sleep(0.5)  # time for steps that should not come
+    evaluated = len(batched._cached[chat.seq]) - len(prompt)
+    assert not batched._requests
+    assert evaluated <= 5 + 2, f"generation went on for {evaluated} tokens after cancel"
 
 
 async def test_cascade_answers_a_spoken_question(models, spoken):
@@ -190,10 +189,10 @@ async def test_a_runaway_transcript_is_fitted_to_the_llms_context(models):
     assert "".join(pieces).strip()  # the model answers instead of failing on an overflowing context
 
 
-async def test_a_trimmed_history_is_not_evaluated_again_and_is_still_remembered(models):
+async def test_a_trimmed_history_is_not_evaluated_again_and_is_still_remembered(models, monkeypatch):
     """Dropping the oldest exchange (a full history, from the seventh turn on) used to put the
     whole rest of the history on the next turn's critical path: llama.cpp reuses a common prefix
-    only. `shift_cache_to` cuts the exchange out of the KV cache instead: the next question is
+    only. `plan_cache_shift` cuts the exchange out of the KV cache instead: the next question is
     all that is evaluated, and what the rest of the history said still holds."""
     chat = models.brain.chat
     system = {"role": "system", "content": "You are a helpful voice assistant. Answer in one short sentence."}
@@ -206,17 +205,14 @@ async def test_a_trimmed_history_is_not_evaluated_again_and_is_still_remembered(
     exchanges = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in said]
     history = [m for exchange in exchanges for m in exchange]
     await chat.warm([system, *history, {"role": "user", "content": ""}])  # the prefix warmed after turn 6
-    evaluated: list[int] = []
-    llm = chat._llm
-    original = llm.eval
-    llm.eval = lambda tokens: (evaluated.append(len(tokens)), original(tokens))[1]
-    try:
-        trimmed = [system, *history[2:], {"role": "user", "content": "What is my name?"}]
-        answer = "".join([piece async for piece in chat.stream(trimmed)])
-    finally:
-        del llm.eval
+    evaluated: list[int] = []  # prompt tokens left to evaluate once the cache is reused
+    batched = chat.batched
+    original = batched._start
+    monkeypatch.setattr(batched, "_start", lambda request: (original(request), evaluated.append(len(request.pending))))
+    trimmed = [system, *history[2:], {"role": "user", "content": "What is my name?"}]
+    answer = "".join([piece async for piece in chat.stream(trimmed)])
     kept = sum(chat.tokens_in(m["content"]) for m in history[2:])
-    prompt_evaluated = evaluated[0]  # the first eval is the prompt's; then one per generated token
+    prompt_evaluated = evaluated[0]
     assert prompt_evaluated < 30 < kept, (prompt_evaluated, kept)
     assert "oliver" in answer.lower(), answer
 

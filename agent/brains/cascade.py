@@ -37,6 +37,7 @@ from agent.runtime.scheduler import current_urgency, when_idle
 
 from .base import Brain, BrainKind, Conversation, ReplyItem, ToolCall, ToolPrompt, ToolResult, TranscriptCallback
 from .chat_history import ChatHistory, persona
+from .llama_batch import BatchedLlama, SequenceChat
 from .llama_chat import LLM_GGUF, ChatSlots, LlamaChat
 from .tool_markup import ToolMarkupScanner
 from .whisper_asr import WHISPER_FILES, WhisperTranscriber, whisper_dir
@@ -51,20 +52,24 @@ class CascadeBrain(Brain):
     name = "cascade"
     supports_tools = True
 
-    def __init__(self, transcriber: WhisperTranscriber, chats: list[LlamaChat], config: BrainConfig) -> None:
+    def __init__(self, transcriber: WhisperTranscriber, chats: Sequence[LlamaChat | SequenceChat],
+                 config: BrainConfig) -> None:
         self.transcriber = transcriber
         self.slots = ChatSlots(chats)
         self.config = config
 
     @property
-    def chat(self) -> LlamaChat:
+    def chat(self) -> LlamaChat | SequenceChat:
         """The first slot's chat (for measuring one LLM alone)."""
         return self.slots.chats[0]
 
     @classmethod
     def load(cls, whisper_dir: Path, gguf: Path, brain: BrainConfig, asr: AsrConfig, llm: LlmConfig) -> "CascadeBrain":
         transcriber = WhisperTranscriber(whisper_dir, asr)
-        chats = [LlamaChat(gguf, llm, name=f"llm{i + 1}" if llm.slots > 1 else "llm") for i in range(llm.slots)]
+        if llm.batched:
+            chats: Sequence[LlamaChat | SequenceChat] = BatchedLlama(gguf, llm).chats()
+        else:
+            chats = [LlamaChat(gguf, llm, name=f"llm{i + 1}" if llm.slots > 1 else "llm") for i in range(llm.slots)]
         log.info("cascade brain loaded: whisper %.2fs, llm %.2fs (%d slot%s)", transcriber.load_s,
                  sum(c.load_s for c in chats), llm.slots, "" if llm.slots == 1 else "s")
         return cls(transcriber, chats, brain)
@@ -218,7 +223,7 @@ class CascadeConversation(Conversation):
                 async for item in items:
                     yield item
 
-    async def _round_items(self, chat: LlamaChat, messages: list[dict], required: str | None) -> AsyncIterator[ReplyItem]:
+    async def _round_items(self, chat: LlamaChat | SequenceChat, messages: list[dict], required: str | None) -> AsyncIterator[ReplyItem]:
         if self.tools is None:
             async with contextlib.aclosing(chat.stream(messages)) as pieces:
                 async for piece in pieces:

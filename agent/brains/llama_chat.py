@@ -16,6 +16,7 @@ import functools
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Sequence
 
@@ -58,37 +59,60 @@ def _json_object(arguments: str) -> dict:
 MIN_SHIFTED_TOKENS = 32  # a shorter run that the cut-out could keep is not worth shifting
 
 
-def shift_cache_to(llm, tokens: Sequence[int]) -> int:
-    """Make llama.cpp's KV cache a prefix of `tokens` when the new prompt is the cached one with
-    a span cut out (the history trimmed: the oldest exchange dropped after the system turn).
+@dataclass(frozen=True)
+class CacheShift:
+    """A trimmed history's cached tokens moved back: `cached[start:start + run]` is kept and moves
+    to position `head`; the cache from `head` to `start` (the cut-out span) and after the kept run
+    is dropped."""
 
-    llama-cpp-python reuses only the longest common prefix, so a trimmed history would be
-    evaluated again from the cut on (seconds of prompt on 2 cores, on every turn once the
-    history is full). Here the cut-out span leaves the cache and what followed it moves back
-    (llama.cpp shifts its positions, as llama-server's `--cache-reuse` does), so only the new
-    tail is evaluated. Those tokens' keys and values were computed while the dropped exchange was
-    still before them: the approximation every llama.cpp context shift makes. Returns how many
-    cached tokens were moved (0: nothing to shift)."""
-    cached_count = llm.n_tokens
+    head: int
+    start: int
+    run: int
+
+
+def plan_cache_shift(cached: Sequence[int], tokens: Sequence[int]) -> CacheShift | None:
+    """How to make a KV cache holding `cached` a prefix of `tokens` when the new prompt is the
+    cached one with a span cut out (the history trimmed: the oldest exchange dropped after the
+    system turn); None when there is nothing worth shifting.
+
+    llama.cpp reuses only the longest common prefix, so a trimmed history would be evaluated
+    again from the cut on (seconds of prompt on 2 cores, on every turn once the history is full).
+    With the shift, the cut-out span leaves the cache and what followed it moves back (llama.cpp
+    shifts its positions, as llama-server's `--cache-reuse` does), so only the new tail is
+    evaluated. Those tokens' keys and values were computed while the dropped exchange was still
+    before them: the approximation every llama.cpp context shift makes."""
+    cached_count = len(cached)
     if cached_count == 0 or len(tokens) < 2:
-        return 0
-    cached = np.array(llm.input_ids[:cached_count])
-    new = np.asarray(tokens, dtype=cached.dtype)
+        return None
+    old = np.asarray(cached)
+    new = np.asarray(tokens, dtype=old.dtype)
     common = min(cached_count, len(new))
-    differ = np.flatnonzero(cached[:common] != new[:common])
+    differ = np.flatnonzero(old[:common] != new[:common])
     head = int(differ[0]) if len(differ) else common
     if head == 0 or head >= cached_count or head >= len(new):
-        return 0  # nothing in common, the cache is a prefix already, or the prompt is one of the cache's
+        return None  # nothing in common, the cache is a prefix already, or the prompt is one of the cache's
     rest = new[head:]
     start, run = 0, 0
-    for candidate in np.flatnonzero(cached[head + 1:] == rest[0]) + head + 1:
+    for candidate in np.flatnonzero(old[head + 1:] == rest[0]) + head + 1:
         span = min(cached_count - candidate, len(rest))
-        mismatch = np.flatnonzero(cached[candidate:candidate + span] != rest[:span])
+        mismatch = np.flatnonzero(old[candidate:candidate + span] != rest[:span])
         length = int(mismatch[0]) if len(mismatch) else span
         if length > run:
             start, run = int(candidate), length
     if run < MIN_SHIFTED_TOKENS:
+        return None
+    return CacheShift(head, start, run)
+
+
+def shift_cache_to(llm, tokens: Sequence[int]) -> int:
+    """Shift llama-cpp-python `Llama` `llm`'s KV cache (its one sequence) as `plan_cache_shift`
+    says, so the cache is a prefix of `tokens`. Returns how many cached tokens were moved (0:
+    nothing to shift)."""
+    cached = np.array(llm.input_ids[:llm.n_tokens])
+    shift = plan_cache_shift(cached, tokens)
+    if shift is None:
         return 0
+    head, start, run = shift.head, shift.start, shift.run
     context = llm._ctx  # llama-cpp-python's own wrapper of the llama.cpp context
     context.kv_cache_seq_rm(0, start + run, -1)
     context.kv_cache_seq_rm(0, head, start)
@@ -177,6 +201,9 @@ class LlamaChat:
                     yield piece
         finally:
             stream.close()
+
+    def close(self) -> None:
+        self.thread.shutdown()
 
     def tokens_in(self, text: str) -> int:
         """How many tokens `text` is for this model (its tokenizer only: no model work)."""
@@ -268,5 +295,5 @@ class ChatSlots:
 
     def close(self) -> None:
         for chat in self.chats:
-            chat.thread.shutdown()
+            chat.close()
 

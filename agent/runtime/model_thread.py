@@ -41,6 +41,8 @@ class ModelStuck(RuntimeError):
 
 
 class _Job:
+    cores: int | None = None  # its lease when it is not the thread's
+
     def __init__(self, seq: int, urgency: Urgency | None) -> None:
         self.seq = seq
         self.urgency = urgency
@@ -64,9 +66,11 @@ class _Job:
 
 
 class _Call(_Job):
-    def __init__(self, seq, urgency, loop: asyncio.AbstractEventLoop, future: asyncio.Future, fn, args) -> None:
+    def __init__(self, seq, urgency, loop: asyncio.AbstractEventLoop, future: asyncio.Future, fn, args,
+                 cores: int | None = None) -> None:
         super().__init__(seq, urgency)
         self.loop, self.future, self.fn, self.args = loop, future, fn, args
+        self.cores = cores
 
     @property
     def abandoned(self) -> bool:
@@ -197,11 +201,13 @@ class ModelThread:
         return self._scheduler if self._scheduler is not None else shared_scheduler()
 
     # -- the event loop's side --------------------------------------------------------------
-    async def run(self, fn: Callable[..., T], *args) -> T:
-        self._check_usable()
+    async def run(self, fn: Callable[..., T], *args, cores: int | None = None) -> T:
+        """`fn(*args)` as one step; `cores`: the lease of this step when it is not the thread's
+        (a step running a different number of threads, e.g. a batch of several sequences)."""
+        self.check_usable()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._submit(_Call(next(self._seq), current_urgency.get(), loop, future, fn, args))
+        self._submit(_Call(next(self._seq), current_urgency.get(), loop, future, fn, args, cores))
         return await future
 
     async def stream(self, make_iterator: Callable[[threading.Event], Iterator[T]],
@@ -212,7 +218,7 @@ class ModelThread:
         iterator may check it too (e.g. a generation stopping criterion). With `max_ahead`, the
         stream pauses when that many items wait unconsumed (backpressure: a consumer that stops
         pulling for a while, e.g. to give the CPU to the voice, pauses the model too)."""
-        self._check_usable()
+        self.check_usable()
         job = _Stream(next(self._seq), current_urgency.get(), asyncio.get_running_loop(), make_iterator, max_ahead,
                       self)
         self._submit(job)
@@ -250,7 +256,8 @@ class ModelThread:
         if not self.stuck and self._thread is not threading.current_thread():
             self._thread.join(wait_s)
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
+        """Raise at once if the thread takes no more work (shut down, or stuck in a step)."""
         if self._closed:
             raise RuntimeError(f"the {self.name} model is shut down")
         if self.stuck:
@@ -285,8 +292,9 @@ class ModelThread:
                 continue
             scheduler = self.scheduler
             lease, waited, deadline = None, 0.0, job.deadline()
+            cores = job.cores or self.cores
             if self.cores > 0:  # a model on a GPU takes no CPU lease
-                lease, waited = scheduler.acquire(self.cores, deadline, job.urgency, self.name)
+                lease, waited = scheduler.acquire(cores, deadline, job.urgency, self.name)
             self._step_since = started = clock()
             try:
                 again = job.step()
