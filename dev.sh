@@ -36,16 +36,26 @@ install() {
   if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV"
   fi
-  # The stamp holds the hash of the requirement files: reinstall only when they change.
+  # llama.cpp's build for this CPU: native, or on a CPU with AMX without its AMX kernels, which
+  # crash in these VMs (agent/runtime/llama_cpu.py); llama-cpp-python's build reads CMAKE_ARGS.
+  local cmake_args
+  cmake_args=$(python3 agent/runtime/llama_cpu.py)
+  # The stamp holds the hash of the requirement files and those arguments: reinstall only when they change.
   local want have=""
-  want=$(cat requirements.txt requirements-test.txt constraints.txt | sha256sum | cut -d' ' -f1)
+  want=$(cat requirements.txt requirements-test.txt constraints.txt <(echo "$cmake_args") | sha256sum | cut -d' ' -f1)
   [ -f "$VENV/.installed" ] && have=$(cat "$VENV/.installed")
   if [ "$want" != "$have" ]; then
     echo "== installing Python packages (the first time builds llama-cpp-python: ~15 min on 2 cores)"
     "$PY" -m pip install --quiet --upgrade pip
     # torch first, from the local CPU wheel; the constraint keeps later installs from replacing it
     "$PY" -m pip install --quiet torch==2.13.0
-    "$PY" -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt
+    CMAKE_ARGS="$cmake_args" "$PY" -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt
+    if [ -n "$cmake_args" ] && "$PY" -c 'import sys, llama_cpp; from agent.runtime.llama_cpu import built_with_amx
+sys.exit(0 if built_with_amx(llama_cpp.llama_print_system_info().decode()) else 1)'; then
+      echo "== rebuilding llama-cpp-python without AMX kernels (~15 min on 2 cores)"
+      CMAKE_ARGS="$cmake_args" "$PY" -m pip install --quiet --no-cache-dir --force-reinstall --no-deps \
+        "$(grep -m1 '^llama-cpp-python==' requirements.txt)"
+    fi
     echo "$want" > "$VENV/.installed"
   fi
   echo "== model files"

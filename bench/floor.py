@@ -2,7 +2,8 @@
 
 `run.py bench --floor` (inside `./dev.sh bench`) times, one model at a time and nothing else
 running: a VAD decision, whisper transcribing a spoken question, llama.cpp's first token and
-per-token time, and each CPU voice's first PCM, each at 1 and 2 threads. The thread settings in
+per-token time, one step of four answers decoded together (`llm.batched`), and each CPU voice's
+first PCM, each at 1 and 2 threads. The thread settings in
 config/default.toml come from this table (BENCHMARKS.md has the latest). Set
 `--set asr.threads=...` etc. to time other settings; the table says which it used.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.brains import cascade, llama_chat, whisper_asr
+from agent.brains import cascade, llama_batch, llama_chat, whisper_asr
 from agent.config import Config
 from agent.pipeline.turns import TurnDetector
 from agent.runtime.model_files import ensure_files, resolve_cache_dir
@@ -96,6 +97,43 @@ def _llm(config: Config, paths, threads: int) -> list[FloorRow]:
                      len(per_token))]
 
 
+def _llm_batched(config: Config, paths, threads: int, answers: int = 4) -> FloorRow:
+    """One step of `answers` answers decoded together (`llama_batch`, each answer a token)."""
+    llm = config.replace(**{"llm.threads": threads, "llm.batch_threads": threads, "llm.slots": answers}).llm
+    batched = llama_batch.BatchedLlama(paths[llama_chat.LLM_GGUF.relpath], llm)
+    system = {"role": "system", "content": config.brain.system_prompt}
+
+    async def step_ms(questions: list[str]) -> float:
+        stamps: list[list[float]] = [[] for _ in questions]
+
+        async def answer(seq: int, question: str) -> None:
+            prompt = batched.prompt_tokens([system, {"role": "user", "content": question}])
+            async for _piece in batched.generate(seq, prompt, 16):
+                stamps[seq].append(time.perf_counter())
+
+        await asyncio.gather(*(answer(seq, q) for seq, q in enumerate(questions)))
+        # the steps all answers were in: from their first token on, while the shortest lasts
+        together = min(len(s) for s in stamps)
+        if together < 3:
+            return float("nan")
+        return (max(s[together - 1] for s in stamps) - max(s[0] for s in stamps)) * 1000.0 / (together - 1)
+
+    async def measure() -> list[float]:
+        for seq in range(answers):
+            async for _ in batched.generate(seq, batched.prompt_tokens([system, {"role": "user", "content": ""}]), 0):
+                pass
+        questions = list(DEFAULT_QUESTIONS)
+        return [await step_ms([questions[(r + i) % len(questions)] for i in range(answers)]) for r in range(3)]
+
+    try:
+        times = [t for t in asyncio.run(measure()) if t == t]
+    finally:
+        batched.close()
+    return FloorRow(f"LLM step of {answers} answers together (one token each)",
+                    f"Qwen2.5-1.5B Q4_K_M, batched, {threads} thread(s)", round(statistics.median(times), 1),
+                    round(min(times), 1), len(times))
+
+
 def _voice(config: Config, kind_name: str, paths, threads: int) -> list[FloorRow]:
     voice = voice_kind(kind_name).load(config.replace(**{"voice.threads": threads}), paths)
 
@@ -136,6 +174,8 @@ def measure_floor(config: Config, thread_counts: tuple[int, ...] = (1, 2),
         rows.append(_asr(config, paths, question, threads))
     for threads in thread_counts:
         rows += _llm(config, paths, threads)
+    for threads in thread_counts:
+        rows.append(_llm_batched(config, paths, threads))
     for name in voices:
         for threads in thread_counts:
             rows += _voice(config, name, paths, threads)

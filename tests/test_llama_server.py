@@ -147,15 +147,21 @@ def test_a_process_that_exits_while_starting_is_an_error_with_its_log(tmp_path):
     assert "exited with 3" in str(error.value) and "failed to load model" in str(error.value)
 
 
-def test_weight_repacking_is_off_on_a_cpu_with_amx_and_on_elsewhere(tmp_path, monkeypatch):
+def test_llama_cpp_builds_without_amx_on_a_cpu_with_amx_and_natively_elsewhere(tmp_path, monkeypatch):
+    """AMX kernels crash in these VMs; the other instruction sets of the CPU stay on, repacking too."""
     from agent.runtime import llama_cpu
 
     amx, epyc = tmp_path / "amx", tmp_path / "epyc"
-    amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma f16c avx512f amx_bf16 amx_tile amx_int8\n")
     epyc.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
-    assert not llama_cpu.extra_buffers_safe(amx)
+    args = llama_cpu.cmake_args(amx)
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AMX_INT8=OFF" in args
+    assert "-DGGML_AVX512=ON" in args and "-DGGML_AVX2=ON" in args and "-DGGML_AVX512_VNNI=OFF" in args
+    assert llama_cpu.cmake_args(epyc) == [] and llama_cpu.cmake_args(tmp_path / "missing") == []
+    assert llama_cpu.built_with_amx("CPU : AVX2 = 1 | AMX_INT8 = 1 | REPACK = 1 |")
+    assert not llama_cpu.built_with_amx("CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |")
     assert llama_cpu.extra_buffers_safe(epyc) and llama_cpu.extra_buffers_safe(tmp_path / "missing")
+    monkeypatch.setattr(llama_server, "cmake_args", lambda: args)
+    assert llama_server.build_flags()[-len(args):] == args  # llama-server is built the same way
     server = LlamaServer(binary=tmp_path / "llama-server", model=tmp_path / "m.gguf", port=1)
-    for safe in (True, False):
-        monkeypatch.setattr(llama_server, "extra_buffers_safe", lambda safe=safe: safe)
-        assert ("--no-repack" in server.command()) is not safe
+    assert "--no-repack" not in server.command()

@@ -1,5 +1,6 @@
-"""The offline CPU brain: faster-whisper (tiny.en, `whisper_asr`) transcribes, llama.cpp
-(`llama_chat`, `llm.slots` contexts) streams the answer.
+"""The offline CPU brain: faster-whisper (tiny.en, `whisper_asr`) transcribes, llama.cpp streams
+the answer: `llm.slots` answers at once, decoded together in one context (`llama_batch`, the
+default) or each in a context of its own (`llama_chat`, `llm.batched = false`).
 
 Both models are loaded once and shared by every session; each runs in its own model thread.
 llama-cpp-python reuses the KV cache for the longest prompt prefix it has already evaluated,

@@ -4,13 +4,13 @@
 slot, each `llm.context_tokens` long. Whatever the slots have in progress (the next token of an
 answer, the new tail of a prompt, a warm-up) is evaluated together, in one `llama_decode` per
 step, and each answer samples its own next token from its row of logits with its own sampler
-chain (its temperature, and its grammar when it must write a tool call). On 2 cores the step of
-four answers costs little more than the step of one, because a token on its own runs
-llama.cpp's matrix-vector path and several run its matrix-matrix path: one sequence's token
-147 ms, four sequences' tokens 168 ms together (llama.cpp threads 2 for the four, 1 for the one;
-`/tmp`-free reproduction: `python -m bench.batch_step`). A context per slot (`LlamaChat`) decodes
-the four one after another, ~4x one, and holds ~0.7 GB each; here the slots share one KV cache
-allocation and one set of compute buffers.
+chain (its temperature, and its grammar when it must write a tool call). A token on its own
+runs llama.cpp's matrix-vector path and several run its matrix-matrix path, so the step of four
+answers costs far less than four steps of one: on this project's 2-core machine, 172 ms for the
+four on 2 threads against 157 ms for one token on 1 thread and 81 on 2 (`llama-batched-bench
+-npp 16 -ntg 16 -npl 1,2,4`; `./dev.sh bench --floor` times the same step through this class).
+A context per slot (`LlamaChat`) decodes four answers one token after another and holds ~0.7 GB
+each; here the slots share one KV cache allocation and one set of compute buffers.
 
 `SequenceChat` is one slot's view with `LlamaChat`'s interface (`stream`, `warm`, `tokens_in`),
 so `ChatSlots` leases either kind.
@@ -23,9 +23,9 @@ How a step is made (`_plan`, in the event loop; `_decode_blocking`, in the model
   gets its first token first) and up to the batch size when it serves one;
 - a warm-up (a prompt prefix evaluated ahead, nobody waiting) runs only in a step without any
   answer, so it never delays one.
-The step leases the cores its llama.cpp threads use (`llm.threads` for a step of one token,
-`llm.batch_threads` otherwise) with the deadline of its most urgent answer, and its wait is
-charged to every answer in it. A conversation's prompt reuses what its sequence already holds:
+The step leases `llm.threads` cores (the scheduler's known exception: a step of several tokens
+runs on `llm.batch_threads`, see `_drive`) with the deadline of its most urgent answer, and its
+wait is charged to every answer in it. A conversation's prompt reuses what its sequence already holds:
 the common prefix, and a trimmed history shifted (`plan_cache_shift`).
 """
 
@@ -52,6 +52,7 @@ from .llama_chat import plan_cache_shift, template_messages
 log = logging.getLogger(__name__)
 
 BATCH_TOKENS = 512  # the most tokens one step evaluates (llama.cpp's n_batch)
+MAX_AHEAD = 2  # an answer whose reader leaves this many pieces untaken sits out the next steps (backpressure)
 PENALTY_LAST_N = 64  # the sampler chain of llama-cpp-python's chat completion: top-k 40, top-p 0.95,
 TOP_K, TOP_P, MIN_P, REPEAT_PENALTY = 40, 0.95, 0.05, 1.1  # min-p 0.05, repeat penalty 1.1 over 64
 
@@ -85,7 +86,7 @@ class _Request:
     @property
     def ready(self) -> bool:
         """It has work for the next step: its prompt, or a token, and room to deliver a piece."""
-        return not self.done and not self.stopped and self.unread < 1
+        return not self.done and not self.stopped and self.unread < MAX_AHEAD
 
 
 @dataclass
@@ -209,11 +210,13 @@ class BatchedLlama:
                 self._requests.remove(request)
 
     def _poke(self) -> None:
-        if self._wake is None:
+        """Wake the driver (there is work, or room for it), starting one in this loop if none runs."""
+        loop = asyncio.get_running_loop()
+        if self._driver is None or self._driver.done() or self._driver.get_loop() is not loop:
             self._wake = asyncio.Event()
+            self._driver = loop.create_task(self._drive(), name="llm batch")
+        assert self._wake is not None
         self._wake.set()
-        if self._driver is None or self._driver.done():
-            self._driver = asyncio.get_running_loop().create_task(self._drive(), name="llm batch")
 
     async def _drive(self) -> None:
         """Make and run steps while any request has work."""
@@ -230,9 +233,14 @@ class BatchedLlama:
             for urgency in waiting:  # waiting for the CPU or in a step: not a stalled model
                 urgency.waiting += 1
             token = current_urgency.set(step)
-            cores = self.config.threads if sum(len(e.tokens) for e in plan) == 1 else self.config.batch_threads
+            # The thread's lease, llm.threads cores, also for a step llama.cpp runs on
+            # llm.batch_threads (several tokens): leasing both cores made every voice sentence wait
+            # a whole step (four callers at once: median 2868 ms, worst 4162, voice queued 933 ms a
+            # turn, against 2265 / 2866 and 0 ms with one core leased; `./dev.sh bench --concurrency
+            # 4 --together --turns 3`, 2026-12-04, this machine).
+            started = clock()
             try:
-                pieces = await self.thread.run(self._decode_blocking, plan, cores=cores)
+                pieces = await self.thread.run(self._decode_blocking, plan)
             except Exception as exc:  # noqa: BLE001 - a model failure ends the step's answers with it
                 log.warning("an LLM batch step failed: %s", exc)
                 for entry in plan:
@@ -243,6 +251,10 @@ class BatchedLlama:
                 for urgency in waiting:
                     urgency.waiting -= 1
                 step.spread()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("llm step: %d tokens of %d sequences (%s), %.0f ms waiting, %.0f ms in all", sum(len(e.tokens) for e in plan),
+                          len(plan), ", ".join(f"{e.request.seq}:{len(e.tokens)}{'s' if e.streaming else 'p'}" for e in plan),
+                          step.waited_s * 1000, (clock() - started) * 1000)
             for entry, (piece, finished) in zip(plan, pieces):
                 request = entry.request
                 if request.stopped:
@@ -252,6 +264,7 @@ class BatchedLlama:
                     request.queue.put_nowait((piece, None))
                 if finished:
                     self._finish(request, None)
+            await asyncio.sleep(0)  # the readers take their pieces before the next step is planned
 
     def _finish(self, request: _Request, error: BaseException | None) -> None:
         request.done = True

@@ -225,15 +225,17 @@ class LlamaChat:
 
 
 class ChatSlots:
-    """`llm.slots` llama.cpp contexts over one GGUF: the answers that can be in progress at once.
+    """`llm.slots` chats over one GGUF (a `LlamaChat` context each, or the sequences of one
+    `BatchedLlama`): the answers that can be in progress at once.
 
     A reply leases a slot for as long as it streams; with every slot busy the next reply waits
     for one (the wait counts as its queue wait). A conversation goes back to the slot it used
     last: llama.cpp keeps the last prompt of each context, so its history is evaluated already.
     When that slot is still held by the same conversation (`owner`: its own cancelled reply, or
     the warm-up of its next prompt), the reply waits for it rather than take another slot and
-    evaluate the whole history there again. Each slot has its own model thread; the scheduler
-    interleaves their tokens by deadline."""
+    evaluate the whole history there again. `LlamaChat` slots have a model thread each, whose
+    tokens the scheduler interleaves by deadline; `BatchedLlama`'s share one, which decodes them
+    together."""
 
     def __init__(self, chats: list[LlamaChat]) -> None:
         self.chats = chats

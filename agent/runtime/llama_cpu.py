@@ -1,13 +1,24 @@
-"""llama.cpp on this CPU: whether its extra weight buffers (AMX tiles, repacked weights) may be used.
+"""llama.cpp on this CPU: how to build it, and whether its extra weight buffers may be used.
 
 On a CPU that advertises Intel AMX (`amx_tile` in /proc/cpuinfo: Sapphire Rapids and later Xeons),
 inside the Firecracker VMs this project's machines run in, llama.cpp 0.3.36 built with
-`-march=native` crashed (SIGSEGV in `llama_decode`) on the first prompt of more than one token,
-in process and in llama-server alike, and ran normally with its extra buffer types turned off
-(`use_extra_bufts = false`, llama-server's `--no-repack`). Measured on 2026-12-04 with a 9-token
-prompt on the project's GGUF (`python -c` over `Llama.create_completion`, and `curl` to
-llama-server's /completion). On other CPUs (the AMD EPYC machines CI has run on) repacking stays
-on: it is what llama.cpp chooses there, and it worked.
+`-march=native` (which compiles its AMX kernels) crashed (SIGSEGV in `llama_decode`) on the first
+prompt of more than one token, in process and in llama-server alike, and ran with its extra
+buffer types turned off (`use_extra_bufts = false`, llama-server's `--no-repack`). Measured on
+2026-12-04 with a 9-token prompt on the project's GGUF.
+
+Built without the AMX kernels (`cmake_args`: the same instruction sets named one by one, AMX
+left out), the repacked weights work there and are faster: on that machine, the project's GGUF
+decodes a token in 108 ms on 1 thread against 157 ms without repacking, and four sequences'
+tokens in one step in 100 ms on 2 threads against 172 ms (`llama-batched-bench -npp 16 -ntg 16
+-npl 1,2,4 -t N -tb N [--no-repack]`, built from the pinned sdist with these arguments; prompt
+evaluation is ~15% slower with repacking, 121 vs 142 tokens/s for four 16-token prompts on 2
+threads). `./dev.sh install` builds llama-cpp-python with `CMAKE_ARGS` from here, and
+llama-server is built with them too. On other CPUs (the AMD EPYC machines CI has run on) the
+build stays native and repacking stays on, as llama.cpp chooses.
+
+`python agent/runtime/llama_cpu.py` prints the arguments (for `CMAKE_ARGS`; nothing on a CPU
+without AMX). It imports nothing but the standard library, so it runs before any install.
 """
 
 from __future__ import annotations
@@ -17,13 +28,53 @@ from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
 
+# /proc/cpuinfo flag -> the ggml CMake option that compiles for it (ggml/CMakeLists.txt)
+INSTRUCTION_SETS = (
+    ("sse4_2", "GGML_SSE42"), ("avx", "GGML_AVX"), ("avx2", "GGML_AVX2"), ("fma", "GGML_FMA"),
+    ("f16c", "GGML_F16C"), ("bmi2", "GGML_BMI2"), ("avx_vnni", "GGML_AVX_VNNI"), ("avx512f", "GGML_AVX512"),
+    ("avx512vbmi", "GGML_AVX512_VBMI"), ("avx512_vnni", "GGML_AVX512_VNNI"), ("avx512_bf16", "GGML_AVX512_BF16"),
+)
 
-@functools.cache
-def extra_buffers_safe(cpuinfo: Path = CPUINFO) -> bool:
-    """False on a CPU with AMX (see the module docstring); True elsewhere or when unknown."""
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags (empty when unknown)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                           if line.startswith("flags")), []))
+
+
+def has_amx(cpuinfo: Path = CPUINFO) -> bool:
+    return "amx_tile" in cpu_flags(cpuinfo)
+
+
+def cmake_args(cpuinfo: Path = CPUINFO) -> list[str]:
+    """CMake arguments that build llama.cpp for this CPU without its AMX kernels ([]: a native
+    build, on a CPU without AMX)."""
+    flags = cpu_flags(cpuinfo)
+    if "amx_tile" not in flags:
+        return []
+    return ["-DGGML_NATIVE=OFF", *(f"-D{option}={'ON' if flag in flags else 'OFF'}" for flag, option in INSTRUCTION_SETS),
+            "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
+
+
+def built_with_amx(system_info: str) -> bool:
+    """Whether a llama.cpp build runs AMX kernels, from its `llama_print_system_info()`."""
+    return "AMX_INT8 = 1" in system_info
+
+
+@functools.cache
+def extra_buffers_safe(cpuinfo: Path = CPUINFO) -> bool:
+    """False for the in-process llama.cpp on a CPU with AMX when it was built with the AMX
+    kernels (see the module docstring); True elsewhere or when unknown."""
+    if not has_amx(cpuinfo):
         return True
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "amx_tile" not in flags
+    from llama_cpp import llama_cpp
+
+    return not built_with_amx(llama_cpp.llama_print_system_info().decode(errors="replace"))
+
+
+if __name__ == "__main__":
+    print(" ".join(cmake_args()))

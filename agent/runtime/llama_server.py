@@ -10,8 +10,9 @@ directory, `vendor/llama.cpp` configured with cmake (Ninja, Release, static, no 
 default `LLAMA_USE_PREBUILT_UI=ON` would try to download it) and only the `llama-server` target
 built (~7 min on 2 cores; Ninja, or make without it). The binary lands in `<cache>/llama-server/<version>/llama-server`
 with a stamp of the sdist's sha256 and the cmake flags; a later call finds it and does nothing.
-`GGML_NATIVE` is on (the compiler's -march=native): the binary is for the machine that built
-it, which is what a per-machine cache holds.
+The build is for the CPU that builds it, which is what a per-machine cache holds: `GGML_NATIVE`
+(the compiler's -march=native), except on a CPU with AMX, where `llama_cpu.cmake_args` names the
+instruction sets without AMX (its kernels crash in these VMs; see agent/runtime/llama_cpu.py).
 
 Process (`LlamaServer`): `llama-server -m GGUF --host 127.0.0.1 --port P -np N -c C -t T -tb T
 --no-webui`, ready once `GET /health` answers 200; `warm_slots` sends one request per slot
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .llama_cpu import extra_buffers_safe
+from .llama_cpu import cmake_args
 from .model_files import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,13 @@ def binary_path(cache_dir: Path) -> Path:
     return cache_dir / "llama-server" / VERSION / "llama-server"
 
 
+def build_flags() -> list[str]:
+    """The cmake flags of this machine's build."""
+    return [*CMAKE_FLAGS, *cmake_args()]
+
+
 def _stamp() -> dict:
-    return {"sdist_sha256": SDIST_SHA256, "cmake_flags": list(CMAKE_FLAGS)}
+    return {"sdist_sha256": SDIST_SHA256, "cmake_flags": build_flags()}
 
 
 def _stamp_path(binary: Path) -> Path:
@@ -177,7 +183,7 @@ def ensure_llama_server(cache_dir: Path, jobs: int | None = None, progress: bool
             source = _unpack_llama_cpp(sdist, Path(tmp))
             build = Path(tmp) / "build"
             env = {**os.environ, "LLAMA_USE_PREBUILT_UI": "OFF"}
-            _run_logged([cmake, "-S", str(source), "-B", str(build), *generator, *CMAKE_FLAGS], out,
+            _run_logged([cmake, "-S", str(source), "-B", str(build), *generator, *build_flags()], out,
                         "cmake (configure llama.cpp)", env)
             _run_logged([cmake, "--build", str(build), "--target", "llama-server", "-j", str(jobs or os.cpu_count() or 2)],
                         out, "cmake --build (compile llama-server)", env)
@@ -225,8 +231,7 @@ class LlamaServer:
     def command(self) -> list[str]:
         return [str(self.binary), "-m", str(self.model), "--host", self.host, "--port", str(self.port),
                 "-np", str(self.parallel), "-c", str(self.context), "-t", str(self.threads), "-tb", str(self.threads),
-                "--no-webui", "--cache-reuse", str(CACHE_REUSE_TOKENS),
-                *([] if extra_buffers_safe() else ["--no-repack"]), *self.extra_args]
+                "--no-webui", "--cache-reuse", str(CACHE_REUSE_TOKENS), *self.extra_args]
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -41,8 +41,6 @@ class ModelStuck(RuntimeError):
 
 
 class _Job:
-    cores: int | None = None  # its lease when it is not the thread's
-
     def __init__(self, seq: int, urgency: Urgency | None) -> None:
         self.seq = seq
         self.urgency = urgency
@@ -66,11 +64,9 @@ class _Job:
 
 
 class _Call(_Job):
-    def __init__(self, seq, urgency, loop: asyncio.AbstractEventLoop, future: asyncio.Future, fn, args,
-                 cores: int | None = None) -> None:
+    def __init__(self, seq, urgency, loop: asyncio.AbstractEventLoop, future: asyncio.Future, fn, args) -> None:
         super().__init__(seq, urgency)
         self.loop, self.future, self.fn, self.args = loop, future, fn, args
-        self.cores = cores
 
     @property
     def abandoned(self) -> bool:
@@ -201,13 +197,11 @@ class ModelThread:
         return self._scheduler if self._scheduler is not None else shared_scheduler()
 
     # -- the event loop's side --------------------------------------------------------------
-    async def run(self, fn: Callable[..., T], *args, cores: int | None = None) -> T:
-        """`fn(*args)` as one step; `cores`: the lease of this step when it is not the thread's
-        (a step running a different number of threads, e.g. a batch of several sequences)."""
+    async def run(self, fn: Callable[..., T], *args) -> T:
         self.check_usable()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._submit(_Call(next(self._seq), current_urgency.get(), loop, future, fn, args, cores))
+        self._submit(_Call(next(self._seq), current_urgency.get(), loop, future, fn, args))
         return await future
 
     async def stream(self, make_iterator: Callable[[threading.Event], Iterator[T]],
@@ -292,9 +286,8 @@ class ModelThread:
                 continue
             scheduler = self.scheduler
             lease, waited, deadline = None, 0.0, job.deadline()
-            cores = job.cores or self.cores
             if self.cores > 0:  # a model on a GPU takes no CPU lease
-                lease, waited = scheduler.acquire(cores, deadline, job.urgency, self.name)
+                lease, waited = scheduler.acquire(self.cores, deadline, job.urgency, self.name)
             self._step_since = started = clock()
             try:
                 again = job.step()
