@@ -92,10 +92,15 @@ def load_models(config: Config, progress: bool = True) -> AgentModels:
     started = time.perf_counter()
     toolbox = toolbox_for(config)  # a tools.custom entry that cannot be imported or described fails before any model loads
     # llama.cpp and CTranslate2 run on libgomp, whose idle threads spin before they sleep: with
-    # several LLM slots taking turns, each slot's spinning threads steal the cores from the one
-    # working. Two slots alternating tokens on 2 cores: 60-104 ms a token PASSIVE, 125-2500 ms by
-    # default (`scripts/omp_wait_policy.py`). Read when each libgomp loads, so set before loading.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # several LLM contexts taking turns (`llm.batched = false`), each one's spinning threads steal
+    # the cores from the one working. Two slots alternating tokens on 2 cores: 60-104 ms a token
+    # PASSIVE, 125-2500 ms by default (`scripts/omp_wait_policy.py`). One batched context has no
+    # other llama.cpp threads to yield to, and sleeping at each barrier slows it: a token on 2
+    # threads 85 ms PASSIVE against 58 ms by default, a step of four answers 130 against 107 ms
+    # (`OMP_WAIT_POLICY=... ./dev.sh bench --floor`, 2026-12-04). Read when each libgomp loads, so
+    # set before loading.
+    if not config.llm.batched and config.llm.slots > 1:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # numpy's BLAS (whisper's and Smart Turn's features, the voices' arrays) defaults to a thread
     # per core; beside another model step (the scheduler runs two one-core steps at once on 2
     # cores) that oversubscribes them: a 2 s transcription beside end-of-turn verdicts took
