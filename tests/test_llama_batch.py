@@ -88,3 +88,22 @@ async def test_a_tool_call_under_a_grammar_is_the_schema_s_json(models):
     text = "".join([piece async for piece in batched.generate(1, prompt, 60, shape)])
     call = json.loads(text)
     assert call["name"] == "calculator" and "12" in call["arguments"]["expression"]
+
+
+@pytest.mark.models
+async def test_the_unbatched_cascade_still_answers(config):
+    """`llm.batched = false`: a llama.cpp context per slot (`LlamaChat`), the shape before batching."""
+    from agent.brains import cascade
+    from agent.brains.llama_chat import LlamaChat
+    from agent.runtime.model_files import ensure_files, resolve_cache_dir
+
+    unbatched = config.replace(**{"llm.batched": False, "llm.slots": 1})
+    paths = ensure_files(cascade.MODEL_FILES, resolve_cache_dir(unbatched.models.cache_dir), progress=False)
+    brain = cascade.load(unbatched, paths)
+    try:
+        assert isinstance(brain.chat, LlamaChat)
+        messages = [{"role": "system", "content": "Answer in one short sentence."},
+                    {"role": "user", "content": "What is the capital of France?"}]
+        assert "paris" in "".join([piece async for piece in brain.chat.stream(messages)]).lower()
+    finally:
+        brain.close()

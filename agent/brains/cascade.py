@@ -107,9 +107,9 @@ class CascadeBrain(Brain):
         log.info("cascade brain warmed up in %.2fs", time.perf_counter() - started)
 
     def capacity(self) -> int:
-        """One call per LLM slot: 4 slots on 2 cores answer 4 callers asking at once at about the
-        budget, median 1.9-2.3 s and at most 3.0-3.7 s (`./dev.sh bench --concurrency 4 --together`,
-        docs/DEPLOYMENT.md)."""
+        """One call per LLM slot. On the 2-core machines measured, 4 batched slots answer 4 callers
+        asking at once at a median of 2.3-2.5 s and at most 2.9 s, 3 within the budget (1.7 / 1.9 s;
+        `./dev.sh bench --concurrency K --together`, docs/DEPLOYMENT.md "In process, batched")."""
         return len(self.slots.chats)
 
     def load_times(self) -> dict[str, float]:

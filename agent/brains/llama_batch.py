@@ -6,9 +6,10 @@ answer, the new tail of a prompt, a warm-up) is evaluated together, in one `llam
 step, and each answer samples its own next token from its row of logits with its own sampler
 chain (its temperature, and its grammar when it must write a tool call). A token on its own
 runs llama.cpp's matrix-vector path and several run its matrix-matrix path, so the step of four
-answers costs far less than four steps of one: on this project's 2-core machine, 172 ms for the
-four on 2 threads against 157 ms for one token on 1 thread and 81 on 2 (`llama-batched-bench
--npp 16 -ntg 16 -npl 1,2,4`; `./dev.sh bench --floor` times the same step through this class).
+answers costs far less than four steps of one: on this project's 2-core machine (repacked
+weights), 107 ms for the four on 2 threads against 102 ms for one token on 1 thread and 58 ms
+on 2 (`./dev.sh bench --floor`, which times that step through this class; `llama-batched-bench
+-npp 16 -ntg 16 -npl 1,2,4` agrees: 100 ms against 108 and 60).
 A context per slot (`LlamaChat`) decodes four answers one token after another and holds ~0.7 GB
 each; here the slots share one KV cache allocation and one set of compute buffers.
 

@@ -16,9 +16,11 @@ head of the queue to take cores it is waiting for, so a step of several threads 
 and no voice runs half-speed beside another model's step that leased its cores.
 
 One exception, known and measured: llama.cpp evaluates a prompt (the first step of an answer's
-stream, and every prompt warm-up) on `llm.batch_threads` (2) threads but its steps lease
-`llm.threads` (1) core, so a prompt evaluation oversubscribes the cores by one thread while it
-runs beside another step. The setting measured that way, tokens on one thread and one-core
+stream, and every prompt warm-up), and in the batched cascade every step of more than one
+token (several answers' tokens together, `agent/brains/llama_batch.py`), on `llm.batch_threads`
+(2) threads, but its steps lease `llm.threads` (1) core, so such a step oversubscribes the cores
+by one thread while it runs beside another step (leasing both for a batched step made every
+voice sentence wait a whole step; figures in llama_batch's `_drive`). The setting measured that way, tokens on one thread and one-core
 leases for all LLM steps, beat two threads and two-core leases for all of them (commit 7bfb89b:
 one call 776 vs 917 ms voice to voice; four at once 1878 vs 2399 ms median, longest gap 360 vs
 1360 ms); a two-core lease for the prompt step alone has not been measured.
