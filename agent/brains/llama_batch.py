@@ -301,9 +301,10 @@ class BatchedLlama:
             common += 1
         if common == len(prompt) and not request.is_warm_up:
             common -= 1  # the last prompt token is evaluated again for its logits
-        if common < len(cached):
-            self._lib.llama_memory_seq_rm(memory, seq, common, -1)
-            del cached[common:]
+        # Everything of this sequence from `common` on leaves the cache, also what a failed step
+        # may have left there beyond what `cached` records.
+        self._lib.llama_memory_seq_rm(memory, seq, common, -1)
+        del cached[common:]
         request.pending = prompt[common:]
 
     def _decode_blocking(self, plan: list[_Entry]) -> list[tuple[str, bool]]:
