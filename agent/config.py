@@ -232,6 +232,7 @@ class PhrasesConfig(_Schema):
     first_max_words: int = Field(ge=1)
     min_words: int = Field(ge=1)
     max_words: int = Field(ge=2)
+    first_timeout_ms: int = Field(ge=10)
     timeout_ms: int = Field(ge=10)
 
     @model_validator(mode="after")

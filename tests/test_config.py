@@ -158,6 +158,6 @@ def test_sections_are_frozen_and_built_directly_are_checked_too():
     same = config.turns.__class__(**{**config.turns.__dict__, "hangover_ms": 600})  # as tests/test_session.py does
     assert same.hangover_ms == 600 and same.fillers == config.turns.fillers
     with pytest.raises(ConfigError, match=r"phrases\.max_words"):
-        PhrasesConfig(first_min_words=2, first_max_words=3, min_words=4, max_words=1, timeout_ms=400)
+        PhrasesConfig(first_min_words=2, first_max_words=3, min_words=4, max_words=1, first_timeout_ms=400, timeout_ms=400)
     with pytest.raises(ConfigError, match=r"phrases\.colour"):
-        PhrasesConfig(first_min_words=2, first_max_words=3, min_words=4, max_words=24, timeout_ms=400, colour=1)
+        PhrasesConfig(first_min_words=2, first_max_words=3, min_words=4, max_words=24, first_timeout_ms=400, timeout_ms=400, colour=1)

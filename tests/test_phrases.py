@@ -5,7 +5,7 @@ import pytest
 from agent.config import PhrasesConfig
 from agent.pipeline.phrases import PhraseChunker, phrases_from_pieces, speakable
 
-CFG = PhrasesConfig(first_min_words=3, first_max_words=6, min_words=4, max_words=24, timeout_ms=400)
+CFG = PhrasesConfig(first_min_words=3, first_max_words=6, min_words=4, max_words=24, first_timeout_ms=400, timeout_ms=400)
 
 
 def feed(chunker, text, piece_len=3):
@@ -84,7 +84,7 @@ async def slow_pieces(pieces, delay):
 
 
 async def test_async_adapter_cuts_on_timeout_when_the_llm_is_slow():
-    cfg = PhrasesConfig(first_min_words=3, first_max_words=20, min_words=4, max_words=24, timeout_ms=100)
+    cfg = PhrasesConfig(first_min_words=3, first_max_words=20, min_words=4, max_words=24, first_timeout_ms=100, timeout_ms=100)
     chunker = PhraseChunker(cfg)
     got = []
     started = asyncio.get_running_loop().time()
@@ -115,7 +115,7 @@ async def test_async_adapter_closes_the_source_when_closed_early():
 
 
 def test_a_length_cut_does_not_end_on_a_weak_word():
-    cfg = PhrasesConfig(first_min_words=2, first_max_words=3, min_words=4, max_words=6, timeout_ms=400)
+    cfg = PhrasesConfig(first_min_words=2, first_max_words=3, min_words=4, max_words=6, first_timeout_ms=400, timeout_ms=400)
     phrases = feed(PhraseChunker(cfg), "The capital of France is the city where the old kings of the land lived.")
     assert phrases[0] == "The capital of France"
     for phrase in phrases[:-1]:
@@ -134,7 +134,7 @@ def test_timeout_cut_stops_before_trailing_weak_words_and_defer_restarts_it():
 
 
 async def test_no_timeout_cut_while_the_voice_has_enough_to_say():
-    cfg = PhrasesConfig(first_min_words=2, first_max_words=20, min_words=4, max_words=24, timeout_ms=50)
+    cfg = PhrasesConfig(first_min_words=2, first_max_words=20, min_words=4, max_words=24, first_timeout_ms=50, timeout_ms=50)
     pieces = slow_pieces(["one ", "two ", "three ", "four ", "five."], 0.08)
     got = [p async for p in phrases_from_pieces(pieces, PhraseChunker(cfg), voice_hungry=lambda: False)]
     assert got == ["one two three four five."]
@@ -146,3 +146,18 @@ def test_chemical_symbols_are_written_the_way_the_voice_spells_them():
     # Symbols that are words, and words that merely start like one, stay as written.
     assert speakable("He is in Paris. No, as a child he lived at home.") == "He is in Paris. No, as a child he lived at home."
     assert speakable("Auckland and Feynman") == "Auckland and Feynman"
+
+
+def test_the_first_phrase_has_its_own_shorter_timeout():
+    now = [0.0]
+    cfg = PhrasesConfig(first_min_words=3, first_max_words=20, min_words=4, max_words=24, first_timeout_ms=250,
+                        timeout_ms=400)
+    chunker = PhraseChunker(cfg, clock=lambda: now[0])
+    chunker.push("The tallest ")
+    assert chunker.time_left() == pytest.approx(0.25)  # the first phrase: cut 250 ms after its first text
+    now[0] = 0.25
+    assert chunker.time_left() == 0.0
+    assert chunker.cut_pending() == "The tallest"  # what the adapter does when the time is up
+    now[0] = 0.3
+    chunker.push("mountain ")
+    assert chunker.time_left() == pytest.approx(0.4)  # later phrases: the longer timeout

@@ -86,7 +86,8 @@ class PhraseChunker:
         """Seconds until the timeout cut is due, or None when nothing whole is pending."""
         if self._pending_since is None or not self._complete_words()[0]:
             return None
-        due = self._pending_since + self.config.timeout_ms / 1000.0
+        timeout_ms = self.config.first_timeout_ms if self._phrases_cut == 0 else self.config.timeout_ms
+        due = self._pending_since + timeout_ms / 1000.0
         return max(0.0, due - self.clock())
 
     # -- cutting ---------------------------------------------------------------------------
