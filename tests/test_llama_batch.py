@@ -6,6 +6,9 @@ cascade, whose slots are one `BatchedLlama`'s sequences)."""
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +110,28 @@ async def test_the_unbatched_cascade_still_answers(config):
         assert "paris" in "".join([piece async for piece in brain.chat.stream(messages)]).lower()
     finally:
         brain.close()
+
+
+@pytest.mark.models
+def test_where_llama_cpp_repacks_the_weights_the_gguf_is_read_not_mapped():
+    """The repacked weights are a copy; a mapped GGUF would stay resident beside them (~0.6 GB,
+    agent/runtime/llama_cpu.py). Loaded in a fresh process: this one maps the GGUF elsewhere too."""
+    code = """
+import sys
+from agent.brains import cascade, llama_batch, llama_chat
+from agent.config import load_config
+from agent.runtime.llama_cpu import map_weights
+from agent.runtime.model_files import ensure_files, resolve_cache_dir
+config = load_config(environ={})
+paths = ensure_files(tuple(cascade.MODEL_FILES), resolve_cache_dir(config.models.cache_dir), progress=False)
+gguf = paths[llama_chat.LLM_GGUF.relpath]
+batched = llama_batch.BatchedLlama(gguf, config.replace(**{"llm.slots": 1}).llm)
+mapped = str(gguf) in open("/proc/self/maps").read()
+print(f"mapped={mapped} map_weights={map_weights()}")
+batched.close()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert line in ("mapped=False map_weights=False", "mapped=True map_weights=True"), line

@@ -165,3 +165,5 @@ def test_llama_cpp_builds_without_amx_on_a_cpu_with_amx_and_natively_elsewhere(t
     assert llama_server.build_flags()[-len(args):] == args  # llama-server is built the same way
     server = LlamaServer(binary=tmp_path / "llama-server", model=tmp_path / "m.gguf", port=1)
     assert "--no-repack" not in server.command()
+    command = server.command()  # read into memory, not mapped beside the repacked copy
+    assert command[command.index("--load-mode") + 1] == "none"

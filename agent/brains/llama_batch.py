@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import AsyncIterator, Sequence
 
 from agent.config import LlmConfig
-from agent.runtime.llama_cpu import extra_buffers_safe
+from agent.runtime.llama_cpu import extra_buffers_safe, map_weights
 from agent.runtime.model_thread import ModelThread
 from agent.runtime.scheduler import Urgency, clock, current_urgency
 
@@ -131,6 +131,8 @@ class BatchedLlama:
         self._internals = _internals
         model_params = llama_cpp.llama_model_default_params()
         model_params.use_extra_bufts = extra_buffers_safe()  # see agent/runtime/llama_cpu.py
+        # read into memory where the weights are repacked (a mapped copy would stay resident too)
+        model_params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if map_weights() else llama_cpp.LLAMA_LOAD_MODE_NONE
         self._model = _internals.LlamaModel(path_model=str(model_path), params=model_params, verbose=False)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = config.context_tokens * config.slots

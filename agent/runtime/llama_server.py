@@ -231,6 +231,9 @@ class LlamaServer:
     def command(self) -> list[str]:
         return [str(self.binary), "-m", str(self.model), "--host", self.host, "--port", str(self.port),
                 "-np", str(self.parallel), "-c", str(self.context), "-t", str(self.threads), "-tb", str(self.threads),
+                # read, not mapped: where the CPU has repacking kernels the repacked weights are a
+                # copy, and the mapped file would stay resident beside them (agent/runtime/llama_cpu.py)
+                "--load-mode", "none",
                 "--no-webui", "--cache-reuse", str(CACHE_REUSE_TOKENS), *self.extra_args]
 
     def running(self) -> bool:
