@@ -186,8 +186,8 @@ class ToolCallingEngineDouble(LocalServer):
     `written_as_text`, round 1 writes the call as JSON in `delta.content` (split over several
     chunks, finish_reason "stop"), as a small model behind llama.cpp's server does in an "auto"
     round; round 2 then expects the id the client gave it (`call_1`). With `agent_calls`, the
-    question is one the agent reads the call from itself (`PLAIN`: no round 1 comes) and round 2
-    expects the agent's id (`call_1`); by default it is `MODEL_WRITES`, a calculation the agent
+    question is one the agent reads the call from itself (`PLAIN`: no round 1 comes) and the one
+    request expects the calculator's result given with the question; by default it is `MODEL_WRITES`, a calculation the agent
     leaves to the model ("roughly" could change what is asked).
     `/v1/audio/transcriptions` hears every utterance as the question."""
 
@@ -204,6 +204,7 @@ class ToolCallingEngineDouble(LocalServer):
         self.transcript = self.PLAIN if agent_calls else self.MODEL_WRITES
         self.malformed = malformed
         self.written_as_text = written_as_text
+        self.agent_calls = agent_calls
         self.call_id = "call_1" if written_as_text or agent_calls else self.CALL_ID
         self.chats: list[dict] = []  # each chat request's body
         self.app.router.add_post("/v1/chat/completions", self.chat)
@@ -222,7 +223,10 @@ class ToolCallingEngineDouble(LocalServer):
             assert body["stream"] is True
             assert "calculator" in [t["function"]["name"] for t in body.get("tools", [])], "no calculator in tools"
             tool_messages = [m for m in messages if m["role"] == "tool"]
-            answer = self._check_round_two(messages) if tool_messages else None
+            if self.agent_calls:
+                answer = self._check_result_with_question(messages)
+            else:
+                answer = self._check_round_two(messages) if tool_messages else None
         except (AssertionError, KeyError, TypeError, IndexError) as exc:
             return web.json_response({"error": {"message": f"tool-calling double: {exc!r}"}}, status=400)
         response = await event_stream(request)
@@ -255,6 +259,13 @@ class ToolCallingEngineDouble(LocalServer):
     @staticmethod
     def _call_chunk(fragment: dict) -> dict:
         return {"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]}
+
+    def _check_result_with_question(self, messages: list[dict]) -> str:
+        question = messages[-1]
+        assert question["role"] == "user" and not [m for m in messages if m["role"] == "tool"], messages
+        asked, _, note = question["content"].partition("\n(calculator: ")
+        assert asked == self.PLAIN and note.endswith(")") and "=" in note, f"no calculator result with the question: {question}"
+        return f"{self.EXPRESSION.replace('*', 'times')} is {note[:-1].rpartition('=')[2].strip()}."
 
     def _check_round_two(self, messages: list[dict]) -> str:
         assistant, tool = messages[-2], messages[-1]

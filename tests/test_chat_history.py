@@ -73,6 +73,25 @@ def test_rollback_forgets_the_reply_in_progress_and_only_it():
     assert contents(history) == ["q0", "a0", "q2", "a2"]
 
 
+def test_a_call_read_from_the_words_is_given_with_the_question_unless_it_failed():
+    history = ChatHistory("", history_turns=2)
+    clock = ToolCall("c1", "clock", "{}")
+    history.begin_reply()
+    history.add_user("What time is it?")
+    history.add_tool_round("", [clock], [ToolResult(clock, "ok", "Sunday, 06 December 2026, 22:20 (UTC)")],
+                           read_from_words=True)
+    assert history.messages == [{"role": "user", "content": "What time is it?\n(clock: Sunday, 06 December 2026, 22:20 (UTC))"}]
+    history.record_agent_reply("It is twenty past ten.")
+    assert contents(history) == ["What time is it?\n(clock: Sunday, 06 December 2026, 22:20 (UTC))", "It is twenty past ten."]
+
+    calc = ToolCall("c2", "calculator", json.dumps({"expression": "1 / 0"}))
+    history.begin_reply()
+    history.add_user("what is one divided by zero")
+    history.add_tool_round("", [calc], [ToolResult(calc, "error", "division by zero")], read_from_words=True)
+    assert [m["role"] for m in history.messages[-3:]] == ["user", "assistant", "tool"]  # a round: the model acts on the error
+    assert history.messages[-3]["content"] == "what is one divided by zero"
+
+
 def test_an_utterance_left_unanswered_is_not_stored():
     history = ChatHistory("", history_turns=4)
     history.begin_reply()  # a filler: the brain never calls add_user

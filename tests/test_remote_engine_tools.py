@@ -97,14 +97,15 @@ async def test_a_calculation_read_from_the_words_is_called_without_a_model_round
     async with ToolCallingEngineDouble(agent_calls=True) as engine:
         session, events = await one_turn(engine)
     assert not of_type(events, "error"), of_type(events, "error")
-    [only] = engine.chats  # round 2 alone, carrying the call and the calculator's result
-    assert only["messages"][-3] == {"role": "user", "content": engine.PLAIN} and "response_format" not in only
+    [only] = engine.chats  # one round, the calculator's result given with the question
+    assert only["messages"][-1] == {"role": "user", "content": f"{engine.PLAIN}\n(calculator: 47 * 38 = 1,786)"}
+    assert "response_format" not in only
     [started] = of_type(events, "tool_call")
     assert started["name"] == "calculator" and started["call_id"] == "call_1"
     assert started["arguments"] == {"expression": "47 * 38"}
     assert [e["status"] for e in of_type(events, "tool_result")] == ["ok"]
     assert " ".join(e["text"] for e in of_type(events, "agent_text")) == "47 times 38 is 1,786."
-    assert [m["role"] for m in session.conversation.history] == ["user", "assistant", "tool", "assistant"]
+    assert [m["role"] for m in session.conversation.history] == ["user", "assistant"]
 
 
 async def test_a_call_the_model_writes_as_text_is_run_and_never_spoken():

@@ -221,7 +221,7 @@ async def test_a_call_of_a_tool_that_does_not_exist_is_answered_not_read_out(con
     conversation.chat_history.begin_reply()
     conversation.chat_history.add_user("Who wrote the play Romeo and Juliet?")
     made_up = ToolCall("call_1", "William Shakespeare", "{}")
-    conversation._round = ("", [made_up])  # the round the model wrote (as _round_items leaves it)
+    conversation._round = ("", [made_up], False)  # the round the model wrote (as _round_items leaves it)
     result = await box.run(made_up)
     assert result.status == "unknown"
     said = "".join([item async for item in conversation.continue_reply([result]) if isinstance(item, str)])

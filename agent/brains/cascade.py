@@ -15,10 +15,11 @@ instructions (e.g. "call the calculator for any calculation") follow the persona
 text streams through a `ToolMarkupScanner`, so what it says before a call is spoken at once and
 the call's markup never is. When the user's words require a tool (`ToolPrompt.required_tool`,
 e.g. a calculation), the first round is that call: read from the words when the tool can
-(`ToolPrompt.call_from_words`: "twelve times eleven" is `12 * 11`, no model round), else written
-by the model under a llama.cpp grammar that holds it to a JSON call of that tool. A conversation
-with tools warms its own prompt prefix (system turn with the tools) when it opens, so the tools
-cost no prompt time on the first turn.
+(`ToolPrompt.call_from_words`: "twelve times eleven" is `12 * 11`, no model round, and its
+result is given with the question, `ChatHistory.add_tool_round`), else written by the model
+under a llama.cpp grammar that holds it to a JSON call of that tool. A conversation with tools
+warms its own prompt prefix (system turn with the tools) when it opens, so the tools cost no
+prompt time on the first turn.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ class CascadeConversation(Conversation):
         self.chat_history = brain.new_history(tools)
         self._warming: asyncio.Future | None = None
         self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
-        self._round: tuple[str, list[ToolCall]] | None = None  # the last round's text and calls
+        # the last round's text, its calls, and whether they were read from the user's words
+        self._round: tuple[str, list[ToolCall], bool] | None = None
         self._slot: int | None = None  # the LLM slot this conversation used last (its prompt is cached there)
         self._call_ids = 0
         if tools is not None:
@@ -194,7 +196,7 @@ class CascadeConversation(Conversation):
         self.chat_history.add_user(text)
         ready = self.tools.call_from_words(text, self._new_call_id) if self.tools is not None else None
         if ready is not None:  # the words hold the call itself (arithmetic): no model round writes it
-            self._round = ("", [ready])
+            self._round = ("", [ready], True)
             yield ready
             return
         required = self.tools.required_tool(text) if self.tools is not None else None
@@ -205,9 +207,9 @@ class CascadeConversation(Conversation):
     async def continue_reply(self, results: Sequence[ToolResult]) -> AsyncIterator[ReplyItem]:
         if self._round is None or not self._round[1]:
             raise RuntimeError("continue_reply() without a round that asked for tools")
-        said, calls = self._round
+        said, calls, from_words = self._round
         self._round = None
-        self.chat_history.add_tool_round(said, calls, results)
+        self.chat_history.add_tool_round(said, calls, results, from_words)
         async with contextlib.aclosing(self._generate()) as items:
             async for item in items:
                 yield item
@@ -242,7 +244,7 @@ class CascadeConversation(Conversation):
         rest, calls = scanner.finish()
         if calls:
             log.debug("the model asks for %s", ", ".join(f"{c.name}({c.arguments})" for c in calls))
-            self._round = (scanner.spoken_before_markup, calls)
+            self._round = (scanner.spoken_before_markup, calls, False)
             for call in calls:
                 yield call
         elif rest:

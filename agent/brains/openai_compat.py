@@ -17,7 +17,8 @@ server, Ollama) answers through streamed chat completions (`POST /v1/chat/comple
 Tools (text mode; see `agent.brains.base`): each request carries the tool box's specs as `tools`
 and its instructions after the persona in the system message; the first round of an answer to
 words that require a tool (`ToolPrompt.required_tool`, e.g. a calculation) is that call: read
-from the words when the tool can (`ToolPrompt.call_from_words`, no engine round), else the
+from the words when the tool can (`ToolPrompt.call_from_words`, no engine round; its result is
+given with the question, `ChatHistory.add_tool_round`), else the
 round's output is constrained to that call written as JSON (`response_format` with the call's JSON schema,
 `ToolPrompt.call_schema`); every round sends `tool_choice: "auto"`. (Not `tool_choice` naming
 the function: llama.cpp's server ignores that form, and with "required" Qwen2.5-Coder-1.5B still
@@ -180,7 +181,8 @@ class OpenAICompatibleConversation(Conversation):
         self.brain = brain
         self.tools = tools
         self.chat_history = brain.new_history(tools)
-        self._round: tuple[str, list[ToolCall]] | None = None  # the last round's text and calls
+        # the last round's text, its calls, and whether they were read from the user's words
+        self._round: tuple[str, list[ToolCall], bool] | None = None
         self._call_ids: set[str] = set()  # ids given to calls so far (each unique in the conversation)
         self._heard: tuple[np.ndarray, str] | None = None  # the last transcribe(): reply() reuses it
 
@@ -213,7 +215,7 @@ class OpenAICompatibleConversation(Conversation):
         self.chat_history.add_user(text)
         ready = self.tools.call_from_words(text, self._new_call_id) if self.tools is not None else None
         if ready is not None:  # the words hold the call itself (arithmetic): no engine round writes it
-            self._round = ("", [ready])
+            self._round = ("", [ready], True)
             yield ready
             return
         required = self.tools.required_tool(text) if self.tools is not None else None
@@ -226,9 +228,9 @@ class OpenAICompatibleConversation(Conversation):
     async def continue_reply(self, results: Sequence[ToolResult]) -> AsyncIterator[ReplyItem]:
         if self._round is None or not self._round[1]:
             raise RuntimeError("continue_reply() without a round that asked for tools")
-        said, calls = self._round
+        said, calls, from_words = self._round
         self._round = None
-        self.chat_history.add_tool_round(said, calls, results)
+        self.chat_history.add_tool_round(said, calls, results, from_words)
         async with contextlib.aclosing(self._round_items()) as items:
             async for item in items:
                 yield item
@@ -256,7 +258,7 @@ class OpenAICompatibleConversation(Conversation):
                 yield rest
         if calls:
             log.debug("the model asks for %s", ", ".join(f"{c.name}({c.arguments})" for c in calls))
-            self._round = ("".join(said), calls)
+            self._round = ("".join(said), calls, False)
             for call in calls:
                 yield call
 
