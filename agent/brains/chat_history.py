@@ -91,10 +91,10 @@ class ChatHistory:
         time?" and the clock's result: 65 new tokens as a round, ~30 so, in the cascade's template).
         Real-shaped calls, the same hour (`./dev.sh bench --real-call`, 2026-12-06): arithmetic
         p50 1667 -> 1226 ms, the time 1686 -> 1234 ms (worst 2043 -> 1608)."""
-        if read_from_words and results and all(r.ok for r in results) and self.messages[-1:] and self.messages[-1]["role"] == "user":
-            question = self.messages[-1]
+        asked = self.messages[-1] if self.messages and self.messages[-1]["role"] == "user" else None
+        if read_from_words and asked is not None and results and all(r.ok for r in results):
             notes = "".join(f"\n({result.call.name}: {result.content})" for result in results)
-            self.messages[-1] = {**question, "content": question["content"] + notes}
+            self.messages[-1] = {**asked, "content": asked["content"] + notes}
             self.fit()
             return
         self.messages.append({"role": "assistant", "content": said.strip(), "tool_calls": [

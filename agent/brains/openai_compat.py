@@ -18,8 +18,8 @@ Tools (text mode; see `agent.brains.base`): each request carries the tool box's 
 and its instructions after the persona in the system message; the first round of an answer to
 words that require a tool (`ToolPrompt.required_tool`, e.g. a calculation) is that call: read
 from the words when the tool can (`ToolPrompt.call_from_words`, no engine round; its result is
-given with the question, `ChatHistory.add_tool_round`), else the
-round's output is constrained to that call written as JSON (`response_format` with the call's JSON schema,
+given with the question, `ChatHistory.add_tool_round`), else the round's output is constrained
+to that call written as JSON (`response_format` with the call's JSON schema,
 `ToolPrompt.call_schema`); every round sends `tool_choice: "auto"`. (Not `tool_choice` naming
 the function: llama.cpp's server ignores that form, and with "required" Qwen2.5-Coder-1.5B still
 wrote the call as text, `{{"name": ...}}}` then newlines up to max_tokens, measured with

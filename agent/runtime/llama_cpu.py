@@ -22,8 +22,9 @@ buffers of its own, and the mapped pages it read stay resident beside them. So w
 the model is read into memory rather than mapped (`map_weights`, and llama-server's
 `--load-mode none`): the in-process batched cascade with four slots holds 1427 MB (PSS) instead
 of 2017 MB, loads in 1.3 s instead of 0.9 s and decodes as fast (four answers together in 2.29
-s against 2.23; `.venv/bin/python scripts/llama_load_mode.py`, 2026-12-06). Processes no longer share the GGUF's pages, which only
-repays from four processes of one model on a machine.
+s against 2.23; `.venv/bin/python scripts/llama_load_mode.py`, 2026-12-06). Processes no longer
+share the GGUF's pages: from three processes of one model on a machine, mapped would hold less
+in all (each ~0.87 GB of its own plus a share of the 1.06 GB file, against ~1.34 GB read).
 
 `python agent/runtime/llama_cpu.py` prints the arguments (for `CMAKE_ARGS`; nothing on a CPU
 without AMX). It imports nothing but the standard library, so it runs before any install.
