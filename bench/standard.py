@@ -187,10 +187,14 @@ REAL_CALL_RUN = "real-call.json"
 REAL_CALL_BEFORE = "real-call-before.json"  # the same calls on the code before the cliffs were removed
 CLIFFS = (  # (kinds of turn, the cause, what removed it): named with their measured effect below
     (("arithmetic",), "the forced calculator round: the model wrote the call's JSON (~20 tokens under a grammar) "
-     "before a second round could speak", "the calculation read from the words, the calculator called at once "
-     "(agent/tools/spoken_arithmetic.py)"),
-    (("time",), "the model wrote the clock's call itself, or answered without it (\"The current date is today.\")",
-     "a question for the time or date calls the clock at once (builtins.asks_the_time)"),
+     "before a second round could speak; then the call made at once still went into the prompt as a whole tool "
+     "round (~35 tokens more than its result)", "the calculation read from the words, the calculator called at "
+     "once (agent/tools/spoken_arithmetic.py); its result given with the question (ChatHistory.add_tool_round)"),
+    (("time",), "the model wrote the clock's call itself, or answered without it (\"The current date is today.\"); "
+     "then the tool round's prompt, and a date-first result the model read out whole or answered with a bare "
+     "\"21:54\" (one phrase the voice could start only at its end)",
+     "a question for the time or date calls the clock at once (builtins.asks_the_time); its result given with "
+     "the question, the time first as a sentence (builtins.clock_tool)"),
     (("barge-in", "two sentences"), "the answer after an interruption evaluated the whole history again: the "
      "call's own cancelled reply or prompt warm-up still held its llama.cpp slot, and from the seventh exchange "
      "each trim of the history broke the cached prefix (the two were not measured apart)",
