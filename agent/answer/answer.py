@@ -36,6 +36,9 @@ from .tool_rounds import ToolRounds
 from .voicing import PhraseVoicer
 
 
+CUT_NOT_NEEDED = ".!?…"  # an interrupted answer that ended on one of these ended its sentence
+
+
 class Answer:
     def __init__(self, number: int, conversation: Conversation, voice: Voice, output: PcmQueue, config: Config,
                  emit: Callable[[Event], None], on_audible: Callable[[], None],
@@ -97,6 +100,16 @@ class Answer:
     def spoken_text(self) -> str:
         """The words of the answer that were actually played."""
         return self.voicer.spoken.text()
+
+    def recorded_text(self) -> str:
+        """What the conversation keeps of the answer: the words played, with "…" where the user cut
+        it off inside a sentence. Shown only "I" as its last reply (a first phrase, then the caller
+        went on), the 1.5B model answered "Keep that in mind, please." with "I" 2 times of 3,
+        against 0 of 3 shown "I…" (the real-shaped call's two-sentence turn, 2026-12-06)."""
+        spoken = self.spoken_text().rstrip()
+        if spoken and self.timeline.outcome == "interrupted" and spoken[-1] not in CUT_NOT_NEEDED:
+            return spoken + "…"
+        return spoken
 
     def cancel(self) -> None:
         if self.task is not None:

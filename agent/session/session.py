@@ -271,7 +271,7 @@ class AgentSession:
         if self.answer is not answer:
             return
         self.answer = None
-        self.conversation.record_agent_reply(answer.spoken_text())
+        self.conversation.record_agent_reply(answer.recorded_text())
         timeline = answer.timeline
         if timeline.outcome == "pending":
             timeline.outcome = "answered"
