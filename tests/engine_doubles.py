@@ -187,8 +187,9 @@ class ToolCallingEngineDouble(LocalServer):
     chunks, finish_reason "stop"), as a small model behind llama.cpp's server does in an "auto"
     round; round 2 then expects the id the client gave it (`call_1`). With `agent_calls`, the
     question is one the agent reads the call from itself (`PLAIN`: no round 1 comes) and the one
-    request expects the calculator's result given with the question; by default it is `MODEL_WRITES`, a calculation the agent
-    leaves to the model ("roughly" could change what is asked).
+    request expects the calculator's result given with the question; by default it is
+    `MODEL_WRITES`, a calculation the agent leaves to the model ("roughly" could change what is
+    asked).
     `/v1/audio/transcriptions` hears every utterance as the question."""
 
     CALL_ID = "call_double_1"
